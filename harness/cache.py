@@ -81,7 +81,7 @@ class CachedBackend:
 
     def __init__(self, inner: Backend, cache: Cache | None = None) -> None:
         self.inner = inner
-        self.cache = cache or Cache()
+        self.cache = cache if cache is not None else Cache()  # an empty Cache is falsy (__len__)
         self.model_id = inner.model_id
 
     def generate(self, chats: Sequence[Chat], params: GenerationParams) -> list[str]:
