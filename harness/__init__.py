@@ -6,6 +6,8 @@ Importing the package is cheap: torch, transformers and TRL are imported only by
 from harness.methods import (
     FitContext,
     MethodInfo,
+    PolicyContext,
+    PolicyTrainingMethod,
     RewardMethod,
     RubricMethod,
     as_reward_func,
@@ -31,6 +33,8 @@ __all__ = [
     "GenerationParams",
     "Message",
     "MethodInfo",
+    "PolicyContext",
+    "PolicyTrainingMethod",
     "PreferenceItem",
     "RewardMethod",
     "Rubric",

@@ -29,6 +29,23 @@ class FitContext:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class PolicyContext:
+    """What downstream RL needs to train a policy: the same for every method in a comparison.
+
+    `steps` is the step budget; a method that owns its policy training (EvoLM, EvoRubric) must stay within it so
+    that comparisons are fair. The trained policy is saved with `save_pretrained` under `output_dir`.
+    """
+
+    base_model: str
+    prompts: Sequence[Chat]
+    output_dir: Path
+    preset: str = "cpu-smoke"
+    seed: int = 0
+    steps: int = 4
+    options: dict[str, Any] = field(default_factory=dict)
+
+
 @runtime_checkable
 class RewardMethod(Protocol):
     """Scores responses to prompts; higher is better, NaN means "could not score" (never a silent zero)."""
@@ -50,6 +67,15 @@ class RubricMethod(RewardMethod, Protocol):
 
     def rubrics(self, prompts: Sequence[Chat]) -> list[Rubric | None]:
         """Return the rubric used for each prompt (None where the method has none)."""
+        ...
+
+
+@runtime_checkable
+class PolicyTrainingMethod(RewardMethod, Protocol):
+    """A method that trains its own policy (co-evolution) instead of lending `score` to the generic GRPO loop."""
+
+    def train_policy(self, ctx: PolicyContext) -> Path:
+        """Train a policy from `ctx.base_model` on `ctx.prompts` and return the directory it was saved to."""
         ...
 
 

@@ -1,0 +1,1 @@
+"""Evaluation tasks: static preference benchmarks (registered by name) and lm-eval task YAMLs over local data."""
