@@ -1,0 +1,124 @@
+import json
+
+import pytest
+
+from harness.executor import UNIT_FILE, finished, run_local, waves
+from harness.study import SpecError, load_study, plan
+
+SPEC = """\
+name: toy
+methods:
+  - length
+  - {name: random, kwargs: {seed: 1}}
+benchmarks:
+  - {name: healthbench-ideal, limit: 5}
+downstream: {preset: test, tasks: [ifeval_local, math_verified], limit: 3}
+seeds: [0, 1]
+ablations:
+  - {method: random, grid: {seed: [2, 3]}}
+"""
+
+
+def write_spec(tmp_path, text=SPEC):
+    (tmp_path / "study.yaml").write_text(text)
+    return tmp_path
+
+
+def test_plan_expands_methods_ablations_seeds_and_tasks(tmp_path):
+    units = plan(load_study(write_spec(tmp_path)))
+    kinds = [u.kind for u in units]
+    # 2 methods + 2 ablation points score the benchmark; only the 2 methods train (2 seeds) and evaluate (2 tasks).
+    assert kinds.count("static") == 4
+    assert kinds.count("train") == 4
+    assert kinds.count("eval") == 8
+    labels = {u.method.label for u in units if u.kind == "static"}
+    assert labels == {"length", "random", "random[seed=2]", "random[seed=3]"}
+    assert len({u.id for u in units}) == len(units)
+    # Ids are stable across parses, so a re-run finds its finished units.
+    assert [u.id for u in units] == [u.id for u in plan(load_study(tmp_path))]
+    for unit in units:
+        if unit.kind == "eval":
+            assert unit.needs == (unit.config["policy"],)
+
+
+def test_unknown_key_is_reported_with_file_and_line(tmp_path):
+    bad = SPEC.replace("downstream: {preset", "downstream: {presets")
+    with pytest.raises(SpecError, match=r"study.yaml:7: unknown key 'presets' in downstream"):
+        load_study(write_spec(tmp_path, bad))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("seeds: [0, 1]", "seeds: [zero]"), "seeds must be a non-empty list of integers"),
+        (("limit: 5", "limit: -5"), "limit must be a positive integer"),
+        (("seed: [2, 3]", "seed: []"), "grid must map kwargs to non-empty lists"),
+        (("  - length\n", "  - length\n  - length\n"), "labels must be unique"),
+    ],
+)
+def test_bad_values_are_named(tmp_path, change, message):
+    with pytest.raises(SpecError, match=message):
+        load_study(write_spec(tmp_path, SPEC.replace(*change)))
+
+
+def recording_runner(calls, fail_on=None):
+    def runner(unit, where, deps):
+        calls.append(unit.id)
+        if fail_on and fail_on in unit.id:
+            raise RuntimeError("boom")
+        for need, path in deps.items():
+            assert (path / UNIT_FILE).is_file(), f"{need} should have finished before {unit.id}"
+        (where / "out.txt").write_text(unit.kind)
+        return {"kind": unit.kind}
+
+    return runner
+
+
+def test_local_executor_runs_dependencies_first_and_skips_finished_units(tmp_path):
+    units = plan(load_study(write_spec(tmp_path)))
+    root = tmp_path / "runs"
+    calls = []
+    records = run_local(units, root, recording_runner(calls))
+    assert len(records) == len(units) == len(calls)
+    record = json.loads((root / units[0].id / UNIT_FILE).read_text())
+    assert record["summary"] == {"kind": "static"} and record["wall_s"] >= 0
+    calls.clear()
+    run_local(units, root, recording_runner(calls))
+    assert calls == []  # everything was finished
+
+
+def test_keep_going_skips_dependants_of_a_failed_unit_and_resumes_later(tmp_path):
+    units = plan(load_study(write_spec(tmp_path)))
+    root = tmp_path / "runs"
+    calls = []
+    run_local(units, root, recording_runner(calls, fail_on="train__length__seed-0"), keep_going=True)
+    failed_train = next(u for u in units if "train__length__seed-0" in u.id)
+    dependants = [u for u in units if failed_train.id in u.needs]
+    assert finished(root, failed_train) is None
+    assert all(finished(root, u) is None for u in dependants)
+    assert not any(u.id in calls for u in dependants)
+    calls.clear()
+    run_local(units, root, recording_runner(calls))
+    assert sorted(calls) == sorted([failed_train.id] + [u.id for u in dependants])
+
+
+def test_waves_respect_needs(tmp_path):
+    units = plan(load_study(write_spec(tmp_path)))
+    seen = set()
+    for wave in waves(units):
+        assert all(n in seen for u in wave for n in u.needs)
+        seen |= {u.id for u in wave}
+
+
+def test_ray_executor_matches_local(tmp_path):
+    ray = pytest.importorskip("ray")
+    from harness.executor import run_ray
+
+    units = plan(load_study(write_spec(tmp_path)))[:6]
+    calls = []
+    try:
+        records = run_ray(units, tmp_path / "runs", recording_runner(calls), num_cpus=1, include_dashboard=False)
+    finally:
+        ray.shutdown()
+    assert sorted(r["id"] for r in records) == sorted(u.id for u in units)
+    assert all(finished(tmp_path / "runs", u) for u in units)
