@@ -40,7 +40,9 @@ PRESETS = {
     # Minutes on 2 CPU cores: short sequences, a few dozen pairs, only the top layers and the head train.
     "cpu": BTPreset(max_length=256, max_pairs=64, epochs=1, learning_rate=5e-5, batch_size=8, trainable_layers=4),
     # A GPU run over every training pair, full fine-tune.
-    "gpu": BTPreset(max_length=2048, max_pairs=None, epochs=2, learning_rate=1e-5, batch_size=16, trainable_layers=None),
+    "gpu": BTPreset(
+        max_length=2048, max_pairs=None, epochs=2, learning_rate=1e-5, batch_size=16, trainable_layers=None
+    ),
     # Tests on tiny-random.
     "test": BTPreset(max_length=64, max_pairs=8, epochs=1, learning_rate=1e-3, batch_size=4, trainable_layers=None),
 }

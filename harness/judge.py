@@ -2,10 +2,10 @@
 
 The judge chat puts the conversation and the response first and the criterion last, so all criteria of one rubric
 share a token prefix. With a backend that exposes its transformers model (`mode="shared"`, the default for `hf`)
-the prefix runs once per (prompt, response) and the criteria run as suffixes packed into one sequence per item:
-each suffix attends to the prefix's key/value cache and to itself only (a block-diagonal mask, positions restarting
-after the prefix), so nothing is padded inside an item. `mode="unshared"` runs each full judge chat (the reference
-the shared path must equal); `mode="generic"` asks any backend for `logprobs(chat, "Yes"/"No")`.
+the prefix runs once per (prompt, response) and the criteria run as suffixes packed into rows of a few hundred
+tokens: each suffix attends to the prefix's key/value cache and to itself only (a block-diagonal mask, positions
+restarting after the prefix; see `harness.judge_forward`). `mode="unshared"` runs each full judge chat (the
+reference the shared path must equal); `mode="generic"` asks any backend for `logprobs(chat, "Yes"/"No")`.
 
 P(yes) = p(Yes) / (p(Yes) + p(No)), each summed over the spelling variants of the first answer token.
 """
@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Literal
-
-from tqdm.auto import tqdm
 
 from harness.backends import Backend
 from harness.cache import Cache, cached_call, content_key
@@ -73,23 +72,32 @@ def _usable(criteria: Sequence[Criterion], met_probs: Sequence[float | None], sk
 
 
 def healthbench_score(
-    criteria: Sequence[Criterion], met_probs: Sequence[float | None], *, skip_unscored: bool = False
+    criteria: Sequence[Criterion],
+    met_probs: Sequence[float | None],
+    *,
+    skip_unscored: bool = False,
+    clip: bool = True,
 ) -> float:
     """HealthBench score: expected points of met criteria (negatives included) / positive points, clipped to [0, 1].
 
-    With 0/1 verdicts this is simple-evals' `calculate_score`, clipped per response. P(yes) counts as soft credit.
-    An unscored verdict (None or NaN) makes the score NaN, unless `skip_unscored`, which drops those criteria from
-    numerator and denominator. A rubric without positive points is NaN (simple-evals returns None there).
+    With 0/1 verdicts and `clip=False` this is exactly simple-evals' `calculate_score`, which may be negative;
+    simple-evals clips only the mean over examples. A reward needs a per-response bound, so the default clips each
+    response. P(yes) counts as soft credit. An unscored verdict (None or NaN) makes the score NaN, unless
+    `skip_unscored`, which drops those criteria from numerator and denominator. A rubric without positive points
+    is NaN (simple-evals returns None there).
 
     >>> rubric = [Criterion("a", 5), Criterion("b", 3), Criterion("c", -2)]
     >>> [healthbench_score(rubric, met) for met in ([1, 0, 1], [0, 0, 1], [1, None, 0])]
     [0.375, 0.0, nan]
+    >>> healthbench_score(rubric, [0, 0, 1], clip=False)
+    -0.25
     """
     pairs = _usable(criteria, met_probs, skip_unscored)
     possible = sum(w for w, _ in pairs if w > 0)
     if possible <= 0:
         return math.nan
-    return min(1.0, max(0.0, sum(w * p for w, p in pairs) / possible))
+    score = sum(w * p for w, p in pairs) / possible
+    return min(1.0, max(0.0, score)) if clip else score
 
 
 def weighted_mean_score(
@@ -202,7 +210,9 @@ class Judge:
         """Verdict values for (conversation, response, criteria) units, one list per unit."""
         if self.mode == "generic":
             return [self._generic(conversation, response, texts) for conversation, response, texts in units]
-        forward = _Forward(self.backend, self.batch_size, self.max_tokens)
+        from harness.judge_forward import Forward  # torch lives there
+
+        forward = Forward(self.backend, self.batch_size, self.max_tokens)
         return forward.run(units, shared=self.mode == "shared", progress=self.progress)
 
     def _generic(self, conversation: Chat, response: str, texts: list[str]) -> list[dict[str, Any]]:
@@ -213,8 +223,55 @@ class Judge:
         out = []
         for k in range(len(texts)):
             row = logps[k * len(variants) : (k + 1) * len(variants)]
-            out.append(_answer(_logsumexp(row[: len(YES_VARIANTS)]), _logsumexp(row[len(YES_VARIANTS) :])))
+            yes, no = row[: len(YES_VARIANTS)], row[len(YES_VARIANTS) :]
+            out.append(answer_value(_distinct_mass(YES_VARIANTS, yes), _distinct_mass(NO_VARIANTS, no)))
         return out
+
+
+def _distinct_mass(variants: Sequence[str], logps: Sequence[float]) -> float:
+    """Log of the summed probability of the variants, counting each matched token once.
+
+    OpenAI-compatible servers compare tokens with whitespace stripped, so " Yes" may be scored as the same "Yes"
+    token that "Yes" already matched; two variants that strip alike and score identically are that one token.
+    """
+    seen: dict[tuple[str, float], float] = {}
+    for variant, logp in zip(variants, logps, strict=True):
+        seen.setdefault((variant.strip(), logp), logp)
+    return _logsumexp(list(seen.values()))
+
+
+def open_judge(judge: str | Backend, cache: bool | str | Path = True, **options: Any) -> Judge:
+    """A Judge over a backend spec such as "hf:smollm2-135m" (loaded here) or over a ready backend.
+
+    Args:
+        judge: Backend spec or backend object; the judge model is a parameter of every rubric method.
+        cache: True for the default cache file, a path for another one, False for no cache.
+        **options: Passed to `Judge` (`mode`, `batch_size`, `max_tokens`, `progress`).
+    """
+    from harness.backends import make_backend
+
+    backend = make_backend(judge) if isinstance(judge, str) else judge
+    store = Cache() if cache is True else Cache(cache) if cache else None
+    return Judge(backend, cache=store, **options)
+
+
+def score_rubrics(
+    judge: Judge,
+    prompts: Sequence[Chat],
+    responses: Sequence[str],
+    rubrics: Sequence[Rubric | None],
+    aggregate: Aggregate = "healthbench",
+    skip_unscored: bool = False,
+) -> list[float]:
+    """Score each response with its prompt's rubric in one judge call; NaN (never 0) where the rubric is None."""
+    if not len(prompts) == len(responses) == len(rubrics):
+        raise ValueError(f"{len(prompts)} prompts, {len(responses)} responses and {len(rubrics)} rubrics differ")
+    todo = [i for i, rubric in enumerate(rubrics) if rubric is not None]
+    items = [(prompts[i], responses[i], rubrics[i]) for i in todo]
+    out = [math.nan] * len(prompts)
+    for i, value in zip(todo, judge.score(items, aggregate, skip_unscored), strict=True):  # type: ignore[arg-type]
+        out[i] = value
+    return out
 
 
 def _logsumexp(values: Sequence[float]) -> float:
@@ -224,7 +281,7 @@ def _logsumexp(values: Sequence[float]) -> float:
     return top + math.log(sum(math.exp(v - top) for v in values))
 
 
-def _answer(log_yes: float, log_no: float) -> dict[str, Any]:
+def answer_value(log_yes: float, log_no: float) -> dict[str, Any]:
     """Verdict value from the summed log-probabilities of the yes and no variants (unscored if both vanish)."""
     both = _logsumexp([log_yes, log_no])
     if math.isnan(both) or both == -math.inf:
@@ -241,179 +298,16 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def _chunks(suffixes: list[tuple[int, list[int]]], budget: int) -> list[list[tuple[int, list[int]]]]:
-    """Pack (criterion index, suffix ids) pairs greedily into chunks of at most `budget` tokens (one at least)."""
-    chunks: list[list[tuple[int, list[int]]]] = []
-    size = budget + 1
-    for pair in suffixes:
-        if size + len(pair[1]) > budget:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(pair)
-        size += len(pair[1])
-    return chunks
+def split_judge_tokens(
+    backend: Any, conversation: Chat, response: str, texts: Sequence[str]
+) -> tuple[int, list[list[int]]]:
+    """Token ids of each criterion's full judge chat and how many leading tokens all of them share with the head.
 
-
-def _groups(lengths: Sequence[int], batch_size: int, max_tokens: int) -> list[list[int]]:
-    """Split positions of a longest-first list into batches of <= batch_size rows and <= max_tokens padded tokens."""
-    groups: list[list[int]] = []
-    for i in range(len(lengths)):
-        if groups and len(groups[-1]) < batch_size and (len(groups[-1]) + 1) * lengths[groups[-1][0]] <= max_tokens:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    return groups
-
-
-Encoded = tuple[list[int], list[tuple[int, list[int]]]]
-
-
-class _Forward:
-    """The transformers side of the judge: tokenisation, prefix pass, packed suffix pass and the answer head."""
-
-    def __init__(self, backend: Any, batch_size: int, max_tokens: int) -> None:
-        self.backend, self.model, self.tokenizer = backend, backend.model, backend.tokenizer
-        self.batch_size, self.max_tokens = batch_size, max_tokens
-        self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        self.yes, self.no = self._variant_ids(YES_VARIANTS), self._variant_ids(NO_VARIANTS)
-        config = self.model.config
-        self.limit = getattr(config, "max_position_embeddings", None) or math.inf
-        # The packed mask is full attention over the prefix; a sliding-window layer would see more than it should.
-        sliding = any("sliding" in t for t in getattr(config, "layer_types", None) or ())
-        self.sliding = sliding or bool(
-            getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True)
-        )
-
-    def _variant_ids(self, variants: Sequence[str]) -> list[int]:
-        """Ids of the variants that are one token for this tokenizer (only the first answer token is scored)."""
-        ids = [self.tokenizer(v, add_special_tokens=False)["input_ids"] for v in variants]
-        return sorted({i[0] for i in ids if len(i) == 1})
-
-    def encode(self, conversation: Chat, response: str, texts: list[str]) -> tuple[Encoded, list[dict[str, Any]]]:
-        """Shared prefix ids and (index, suffix ids) per scorable criterion; prefix + suffix is the full judge chat."""
-        heads = self.backend.render(judge_chat(conversation, response, _MARKER)).split(_MARKER)[0]
-        fulls = [self.backend.render(judge_chat(conversation, response, t)) for t in texts]
-        head_ids, *full_ids = self.tokenizer([heads, *fulls], add_special_tokens=False)["input_ids"]
-        # A merge across the boundary can make a full tokenisation differ from the head's: share only equal tokens.
-        n = min([_common_prefix(head_ids, f) for f in full_ids] + [len(f) - 1 for f in full_ids])
-        values: list[dict[str, Any]] = [{} for _ in texts]
-        suffixes = []
-        for j, ids in enumerate(full_ids):
-            if len(ids) > self.limit:
-                values[j] = {"p_yes": None, "unscored": f"judge chat of {len(ids)} tokens exceeds {self.limit}"}
-            else:
-                suffixes.append((j, ids[n:]))
-        return (full_ids[0][:n], suffixes), values
-
-    def run(self, units: list[tuple[Chat, str, list[str]]], shared: bool, progress: bool) -> list[list[dict[str, Any]]]:
-        """Verdict values per unit, from the shared-prefix or the unshared forward passes."""
-        import torch
-
-        if shared and self.sliding:
-            raise ValueError("mode='shared' does not support sliding-window attention; use mode='unshared'")
-        encoded, values = zip(*(self.encode(*u) for u in units), strict=True) if units else ((), ())
-        bar = tqdm(total=len(units), desc="judge", disable=not progress or len(units) < 2, leave=False)
-        with torch.inference_mode():
-            if shared:
-                self._run_shared(list(encoded), list(values), bar)
-            else:
-                self._run_unshared(list(encoded), list(values), bar)
-        bar.close()
-        return list(values)
-
-    def _run_shared(self, encoded: list[Encoded], values: list[list[dict[str, Any]]], bar: Any) -> None:
-        order = sorted((i for i in range(len(encoded)) if encoded[i][1]), key=lambda i: -len(encoded[i][0]))
-        for positions in _groups([len(encoded[i][0]) for i in order], self.batch_size, self.max_tokens):
-            group = [order[p] for p in positions]
-            kv, lengths = self._prefix([encoded[i][0] for i in group])
-            budget = max(1, self.max_tokens // len(group))
-            units = [(g, chunk) for g, i in enumerate(group) for chunk in _chunks(encoded[i][1], budget)]
-            for start in range(0, len(units), len(group)):
-                batch = units[start : start + len(group)]
-                answers = iter(self._suffixes(kv, lengths, batch))
-                for g, chunk in batch:
-                    for j, _ in chunk:
-                        values[group[g]][j] = next(answers)
-            bar.update(len(group))
-
-    def _run_unshared(self, encoded: list[Encoded], values: list[list[dict[str, Any]]], bar: Any) -> None:
-        rows = [(i, j, prefix + suffix) for i, (prefix, suffixes) in enumerate(encoded) for j, suffix in suffixes]
-        rows.sort(key=lambda r: -len(r[2]))
-        done = set()
-        for positions in _groups([len(r[2]) for r in rows], self.batch_size, self.max_tokens):
-            ids, mask = self._right_pad([rows[p][2] for p in positions])
-            hidden = self.model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
-            last = hidden[range(len(positions)), mask.sum(-1) - 1]
-            for p, answer in zip(positions, self._answers(last), strict=True):
-                values[rows[p][0]][rows[p][1]] = answer
-            finished = {rows[p][0] for p in positions} - done
-            done |= finished
-            bar.update(len(finished))
-
-    def _right_pad(self, seqs: Sequence[list[int]]) -> tuple[Any, Any]:
-        import torch
-
-        width = max(len(s) for s in seqs)
-        ids = torch.tensor([s + [self.pad] * (width - len(s)) for s in seqs], device=self.model.device)
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=self.model.device)
-        return ids, mask
-
-    def _prefix(self, prefixes: list[list[int]]) -> tuple[list[tuple[Any, Any]], Any]:
-        """Run the prefixes (right-padded) and return each layer's (keys, values) and the real prefix lengths."""
-        ids, mask = self._right_pad(prefixes)
-        out = self.model.base_model(input_ids=ids, attention_mask=mask, use_cache=True)
-        return [(layer.keys, layer.values) for layer in out.past_key_values.layers], mask.sum(-1)
-
-    def _suffixes(self, kv: list[tuple[Any, Any]], lengths: Any, units: list[tuple[int, list]]) -> list[dict[str, Any]]:
-        """Run packed suffix rows against their prefix's cache; answers in unit, then criterion, order."""
-        import torch
-        from transformers import DynamicCache
-
-        rows = torch.tensor([g for g, _ in units], device=self.model.device)
-        seqs = [[t for _, suffix in chunk for t in suffix] for _, chunk in units]
-        ids, _ = self._right_pad(seqs)
-        segment = torch.full(ids.shape, -1, device=ids.device)
-        positions = torch.zeros_like(ids)
-        last = []
-        for r, (g, chunk) in enumerate(units):
-            start = 0
-            for k, (_, suffix) in enumerate(chunk):
-                end = start + len(suffix)
-                segment[r, start:end] = k
-                positions[r, start:end] = torch.arange(int(lengths[g]), int(lengths[g]) + len(suffix))
-                last.append((r, end - 1))
-                start = end
-        mask = _packed_mask(segment, lengths[rows], kv[0][0].shape[-2], self.model.dtype)
-        cache = DynamicCache([(k[rows], v[rows]) for k, v in kv])
-        hidden = self.model.base_model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
-        ).last_hidden_state
-        r_idx, t_idx = zip(*last, strict=True)
-        return self._answers(hidden[list(r_idx), list(t_idx)])
-
-    def _answers(self, hidden: Any) -> list[dict[str, Any]]:
-        """Verdict values from the final hidden states of the judge chats' last tokens."""
-        import torch
-
-        logits = self.model.get_output_embeddings()(hidden).float()
-        cap = getattr(self.model.config, "final_logit_softcapping", None)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        logp = torch.log_softmax(logits, dim=-1)
-        yes, no = torch.logsumexp(logp[:, self.yes], -1), torch.logsumexp(logp[:, self.no], -1)
-        return [_answer(y, n) for y, n in zip(yes.tolist(), no.tolist(), strict=True)]
-
-
-def _packed_mask(segment: Any, prefix_lengths: Any, prefix_width: int, dtype: Any) -> Any:
-    """Additive 4D mask: a suffix token sees its row's real prefix and the earlier tokens of its own suffix."""
-    import torch
-
-    real = segment >= 0
-    width = segment.shape[1]
-    causal = torch.ones(width, width, dtype=torch.bool, device=segment.device).tril()
-    own = (segment[:, :, None] == segment[:, None, :]) & causal & real[:, None, :]
-    # Padding queries see only themselves, so no softmax row is empty (an empty row would give NaN).
-    own |= torch.eye(width, dtype=torch.bool, device=segment.device)
-    prefix = torch.arange(prefix_width, device=segment.device)[None, None, :] < prefix_lengths[:, None, None]
-    allowed = torch.cat([prefix & real[:, :, None], own], dim=-1)[:, None]
-    return torch.zeros(allowed.shape, dtype=dtype, device=segment.device).masked_fill_(~allowed, torch.finfo(dtype).min)
+    The head is the judge chat up to the criterion; at least the last token of every chat is left unshared.
+    """
+    head = backend.render(judge_chat(conversation, response, _MARKER)).split(_MARKER)[0]
+    fulls = [backend.render(judge_chat(conversation, response, t)) for t in texts]
+    head_ids, *full_ids = backend.tokenizer([head, *fulls], add_special_tokens=False)["input_ids"]
+    # A merge across the boundary can make a full tokenisation differ from the head's: share only equal tokens.
+    n = min([_common_prefix(head_ids, f) for f in full_ids] + [len(f) - 1 for f in full_ids])
+    return n, full_ids
