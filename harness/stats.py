@@ -302,6 +302,10 @@ def probability_of_improvement(
     return Estimate(point, low, high, n, 0, confidence)
 
 
+# Up to this many pairs the p-value comes from all n! pairings (5,040 for 7), not the asymptotic formula.
+EXACT_RANK_P_MAX_N = 7
+
+
 def rank_correlation(
     x: ArrayLike,
     y: ArrayLike,
@@ -314,7 +318,8 @@ def rank_correlation(
     """Spearman or Kendall correlation (scipy) between paired scores, with a percentile CI over resampled pairs.
 
     Resampling few points (e.g. 6 methods) sometimes draws a sample with constant ranks, which has no correlation;
-    those resamples are left out of the interval and counted in `n_undefined`.
+    those resamples are left out of the interval and counted in `n_undefined`. With at most
+    `EXACT_RANK_P_MAX_N` pairs the p-value is exact (all pairings enumerated).
     """
     funcs = {"spearman": scipy.stats.spearmanr, "kendall": scipy.stats.kendalltau}
     if method not in funcs:
@@ -325,6 +330,13 @@ def rank_correlation(
         return RankCorrelation(method, NAN, NAN, NAN, NAN, n, dropped, 0, confidence)
     func = funcs[method]
     res = func(u, v)
+    pvalue = float(res.pvalue)
+    if n <= EXACT_RANK_P_MAX_N:  # scipy's asymptotic p is wrong for a handful of methods (0 for n = 3, rho = 1)
+        pvalue = float(
+            scipy.stats.permutation_test(
+                (u, v), lambda s, t: func(s, t).statistic, permutation_type="pairings", n_resamples=np.inf
+            ).pvalue
+        )
 
     def stat(s: np.ndarray, t: np.ndarray) -> float:
         if np.ptp(s) == 0 or np.ptp(t) == 0:
@@ -342,7 +354,7 @@ def rank_correlation(
     low, high = np.quantile(defined, [alpha, 1 - alpha]) if defined.size else (NAN, NAN)
     n_undefined = int(boot.size - defined.size)
     return RankCorrelation(
-        method, float(res.statistic), float(low), float(high), float(res.pvalue), n, dropped, n_undefined, confidence
+        method, float(res.statistic), float(low), float(high), pvalue, n, dropped, n_undefined, confidence
     )
 
 

@@ -32,7 +32,7 @@ from harness.cache import content_key
 
 TOP_KEYS = {"name", "description", "methods", "benchmarks", "downstream", "seeds", "ablations"}
 METHOD_KEYS = {"name", "label", "kwargs"}
-BENCHMARK_KEYS = {"name", "limit"}
+BENCHMARK_KEYS = {"name", "limit", "split"}
 DOWNSTREAM_KEYS = {"base_model", "preset", "tasks", "limit", "steps", "prompts", "options"}
 ABLATION_KEYS = {"method", "grid", "downstream"}
 
@@ -56,10 +56,15 @@ class MethodSpec:
 
 @dataclass(frozen=True)
 class BenchmarkSpec:
-    """A static benchmark and how many of its items to use (None = all)."""
+    """A static benchmark, how many of its items to use (None = all) and which fold (`all`, `train`, `eval`).
+
+    Use `split: eval` when a method of the study trains on the train fold of the same data (bt_rm trains on
+    HealthBench's train fold by default), so that no method is scored on what it saw.
+    """
 
     name: str
     limit: int | None = None
+    split: str = "all"
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,11 @@ class Unit:
     def id(self) -> str:
         """Readable, content-derived id: the same spec always yields the same id."""
         digest = content_key(
-            "unit", unit_kind=self.kind, name=self.method.name, kwargs=dict(self.method.kwargs), config=dict(self.config)
+            "unit",
+            unit_kind=self.kind,
+            name=self.method.name,
+            kwargs=dict(self.method.kwargs),
+            config=dict(self.config),
         )[:8]
         parts = [self.kind, _slug(self.method.label)]
         parts += [f"{k}-{_slug(str(v))}" for k, v in self.config.items() if k in ("benchmark", "seed", "task")]
@@ -185,7 +194,10 @@ def _benchmark(value: Any, where: _Where, i: int) -> BenchmarkSpec:
     limit = raw.get("limit")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise SpecError(f"{where('benchmarks', i, 'limit')}: benchmarks[{i}].limit must be a positive integer")
-    return BenchmarkSpec(str(raw.get("name")), limit)
+    split = raw.get("split", "all")
+    if split not in ("all", "train", "eval"):
+        raise SpecError(f"{where('benchmarks', i, 'split')}: benchmarks[{i}].split must be all, train or eval")
+    return BenchmarkSpec(str(raw.get("name")), limit, split)
 
 
 def _downstream(value: Any, where: _Where) -> DownstreamSpec | None:
@@ -264,7 +276,9 @@ def plan(study: Study) -> list[Unit]:
     static_methods = list(study.methods) + [m for _, m in grid]
     trained_methods = list(study.methods) + [m for a, m in grid if a.downstream]
     units = [
-        Unit("static", m, {"benchmark": b.name, "limit": b.limit}) for m in static_methods for b in study.benchmarks
+        Unit("static", m, {"benchmark": b.name, "limit": b.limit, "split": b.split})
+        for m in static_methods
+        for b in study.benchmarks
     ]
     ds = study.downstream
     if ds is None or not ds.tasks:
