@@ -3,6 +3,10 @@
 The loop exists instead of `model.generate` for two reasons: every row samples from its own seeded RNG, so a
 generation does not depend on which other chats share its batch (which makes the content-hash cache sound),
 and on CPU the per-step overhead of `generate`'s processors is a measurable share of a decode step.
+
+On CPU the decode steps run faster kernels (`decode_kernels`: packed oneDNN linears, GQA decode attention, a
+preallocated KV cache; `llama_step`: the whole step in fused calls); they change only summation order, and
+`harness bench decode` measures each. Prefill and scoring (`logprobs`) run the model's own forward.
 """
 
 from __future__ import annotations
@@ -13,8 +17,11 @@ from collections.abc import Sequence
 
 import torch
 from tqdm.auto import tqdm
+from transformers.cache_utils import Cache
 
 from harness import catalog
+from harness.backends.decode_kernels import DecodeOptions, PackedLinears, decode_mode, make_cache, onednn_available
+from harness.backends.llama_step import fused_llama_step, fused_step_supported
 from harness.types import Chat, GenerationParams
 
 
@@ -38,7 +45,12 @@ def sample_next(logits: torch.Tensor, params: GenerationParams, generators: list
 
 
 class HFBackend:
-    """Generation and continuation scoring with a transformers causal LM."""
+    """Generation and continuation scoring with a transformers causal LM.
+
+    `attn` (`stock` | `gqa`), `cache` (`dynamic` | `prealloc`), `linear` (`stock` | `onednn` | `skinny`) and
+    `step` (`model` | `fused`) choose the decode-step kernels; None takes the device's default
+    (`DecodeOptions.for_device`: the fastest measured on CPU, the stock path elsewhere).
+    """
 
     def __init__(
         self,
@@ -48,14 +60,22 @@ class HFBackend:
         batch_size: int = 16,
         threads: int | None = None,
         progress: bool = True,
+        attn: str | None = None,
+        cache: str | None = None,
+        linear: str | None = None,
+        step: str | None = None,
     ) -> None:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.decode_options = DecodeOptions.for_device(device, attn=attn, cache=cache, linear=linear, step=step)
         if device == "cpu":
             torch.set_num_threads(threads or os.cpu_count() or 1)
         self.model, self.tokenizer = catalog.load(model, device=device, dtype=dtype)
         self.device = device
         self.batch_size = batch_size
         self.progress = progress
+        # Packing is lazy (first onednn decode), so holding one costs nothing until then.
+        self.packs = PackedLinears(rows_hint=batch_size) if device == "cpu" and onednn_available() else None
+        self.fused_step_supported = fused_step_supported(self.model)
         self.model_id = f"hf:{model}:{self.model.dtype}"
         eos = self.model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
@@ -86,32 +106,44 @@ class HFBackend:
         ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
         generators = [torch.Generator().manual_seed(row_seed(params.seed, t)) for t in texts]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        new_tokens = torch.full((len(texts), params.max_new_tokens), self.tokenizer.pad_token_id, device=self.device)
+        width, steps = ids.shape[1], params.max_new_tokens
+        # One mask for every step; step k attends to its first width + k columns (no per-step concatenation).
+        attend = torch.ones(len(texts), width + steps, dtype=torch.bool, device=self.device)
+        attend[:, :width] = mask.bool()
+        cache = make_cache(self.decode_options.cache, self.model, width + steps)
+        new_tokens = torch.full((len(texts), steps), self.tokenizer.pad_token_id, device=self.device)
         done = torch.zeros(len(texts), dtype=torch.bool, device=self.device)
-        cache = None
         step_ids = ids
-        for step in range(params.max_new_tokens):
-            out = self.model(
-                input_ids=step_ids,
-                attention_mask=mask,
-                position_ids=positions,
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            cache = out.past_key_values
-            token = sample_next(out.logits[:, -1, :].cpu(), params, generators).to(self.device)
-            token = torch.where(done, self.tokenizer.pad_token_id, token)
-            new_tokens[:, step] = token
-            done |= torch.isin(token, self.eos_ids)
-            if params.stop:
-                done |= self._hit_stop(new_tokens[:, : step + 1], params.stop)
-            if bool(done.all()):
-                break
-            step_ids = token[:, None]
-            mask = torch.cat([mask, torch.ones_like(step_ids)], dim=-1)
-            positions = positions[:, -1:] + 1
+        with decode_mode(self.model, self.decode_options, self.packs):
+            for step in range(steps):
+                logits = self._next_logits(step_ids, attend[:, : width + step], positions, cache)
+                token = sample_next(logits.cpu(), params, generators).to(self.device)
+                token = torch.where(done, self.tokenizer.pad_token_id, token)
+                new_tokens[:, step] = token
+                done |= torch.isin(token, self.eos_ids)
+                if params.stop:
+                    done |= self._hit_stop(new_tokens[:, : step + 1], params.stop)
+                if bool(done.all()):
+                    break
+                step_ids = token[:, None]
+                positions = positions[:, -1:] + 1
         return [self._finish(row, params.stop) for row in new_tokens.tolist()]
+
+    def _next_logits(
+        self, ids: torch.Tensor, attend: torch.Tensor, positions: torch.Tensor, cache: Cache
+    ) -> torch.Tensor:
+        """Logits `(batch, vocab)` after the last of `ids`: the fused step for single tokens where it applies."""
+        if ids.shape[1] == 1 and self.decode_options.step == "fused" and self.fused_step_supported:
+            return fused_llama_step(self.model, self.packs, ids, positions, cache, attend)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=attend,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return out.logits[:, -1, :]
 
     def _hit_stop(self, tokens: torch.Tensor, stop: tuple[str, ...]) -> torch.Tensor:
         decoded = self.tokenizer.batch_decode(tokens, skip_special_tokens=True)
