@@ -333,8 +333,9 @@ def rank_correlation(
     pvalue = float(res.pvalue)
     if n <= EXACT_RANK_P_MAX_N:  # scipy's asymptotic p is wrong for a handful of methods (0 for n = 3, rho = 1)
         pvalue = float(
+            # Permuting u alone against a fixed v gives the n! pairings; passing both would permute each (n!^2).
             scipy.stats.permutation_test(
-                (u, v), lambda s, t: func(s, t).statistic, permutation_type="pairings", n_resamples=np.inf
+                (u,), lambda s: func(s, v).statistic, permutation_type="pairings", n_resamples=np.inf
             ).pvalue
         )
 

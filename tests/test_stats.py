@@ -219,8 +219,17 @@ def test_rank_correlation_matches_scipy(method, func):
     downstream = [0.30, 0.22, 0.35, 0.18, 0.31, 0.25, 0.5]
     out = stats.rank_correlation(static, downstream, rng=rng(), method=method, n_resamples=500)
     ref = func(static[:6], downstream[:6])
-    assert out.estimate == pytest.approx(ref.statistic) and out.pvalue == pytest.approx(ref.pvalue)
+    # Six pairs: the p-value is exact, from all 720 pairings (scipy's kendalltau is exact here too).
+    x, y = static[:6], downstream[:6]
+    exact = scipy.stats.permutation_test((x,), lambda s: func(s, y).statistic, permutation_type="pairings")
+    assert out.estimate == pytest.approx(ref.statistic) and out.pvalue == pytest.approx(exact.pvalue)
     assert (out.n, out.n_dropped) == (6, 1) and -1 <= out.low <= out.estimate <= out.high <= 1
+
+
+def test_rank_correlation_p_is_exact_for_few_methods():
+    # Three methods in perfectly reversed order: 1 of the 3! orderings is as extreme on each side, p = 2/6.
+    out = stats.rank_correlation([1, 2, 3], [3, 2, 1], rng=rng(), n_resamples=50)
+    assert out.estimate == -1.0 and out.pvalue == pytest.approx(1 / 3)
 
 
 def test_rank_correlation_monotone_and_degenerate():
