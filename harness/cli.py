@@ -1,4 +1,4 @@
-"""Command line: `harness methods | models | generate | serve | demo | bench decode`.
+"""Command line: `harness methods | models | benchmarks | generate | serve | demo | train | eval | bench ...`.
 
 Each subcommand is a thin wrapper over a library function; heavy modules are imported inside the handler so
 `harness methods` answers instantly.
@@ -74,9 +74,123 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def cmd_bench_decode(args: argparse.Namespace) -> None:
     """Measure decode tokens/s against the memory-bandwidth roofline."""
-    from harness.bench.decode import main as bench_decode
+    from harness.bench.decode import bench
 
-    bench_decode(args.rest)
+    bench(args)
+
+
+def cmd_bench_judge(args: argparse.Namespace) -> None:
+    """Measure judge verdicts/s: shared-prefix vs unshared vs a naive generate-per-criterion judge."""
+    from harness.bench.judge import bench
+
+    bench(args)
+
+
+def _benchmark_options(args: argparse.Namespace) -> dict[str, object]:
+    options = parse_assignments(args.option)
+    if args.data_root:
+        options["root"] = args.data_root
+    return options
+
+
+def cmd_benchmarks(args: argparse.Namespace) -> None:
+    """List static preference benchmarks, or build one (`--build NAME`) and report its counts and build time."""
+    from harness.bench.static import available_benchmarks, build_benchmark
+
+    if args.build:
+        built = build_benchmark(args.build, args.limit, refresh=args.refresh, **_benchmark_options(args))
+        how = "loaded from cache" if built.from_cache else "built"
+        print(json.dumps(built.stats, indent=1, default=str))
+        print(f"{args.build}: {len(built.items)} items, {how} in {built.seconds:.1f} s ({built.path or 'not cached'})")
+        return
+    rows = []
+    for b in available_benchmarks(**_benchmark_options(args)):
+        items = str(b.items) if b.items is not None else ("not built" if b.cached else "needs --data-root")
+        rows.append([b.name, items, b.description])
+    rows.append(["PATH.jsonl", "", "any preference JSONL file (docs/preference-jsonl.md)"])
+    print(format_table(["name", "items", "description"], rows))
+
+
+def cmd_bench_static(args: argparse.Namespace) -> None:
+    """Score a static preference benchmark with reward methods: accuracies per subset with 95% bootstrap CIs."""
+    from harness.bench.static_run import metrics_table, run_static
+
+    options = _benchmark_options(args)
+    run_dir, metrics = run_static(args.method, args.benchmark, args.limit, args.runs, args.seed, args.split, **options)
+    print(format_table(*metrics_table(metrics)))
+    print(f"\nmetrics: {run_dir / 'metrics.json'}\nper-item scores: {run_dir / 'items.jsonl'}")
+
+
+def parse_assignments(items: Sequence[str] | None) -> dict[str, object]:
+    """Parse `KEY=VALUE` options; a VALUE that is valid JSON is decoded, anything else stays a string.
+
+    >>> parse_assignments(["preset=test", "lr=0.1", "on=true"])
+    {'preset': 'test', 'lr': 0.1, 'on': True}
+    """
+    out: dict[str, object] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    """Train a policy with a reward method (GRPO, or the method's own training); resumes an unfinished run."""
+    from harness.rl import TrainRequest, train_run
+
+    kwargs = tuple(sorted(parse_assignments(args.method_arg).items()))
+    request = TrainRequest(args.method, args.preset, args.seed, kwargs, args.model, args.steps, args.lora)
+    run = train_run(request, args.runs)
+    print(json.dumps({"run": str(run.dir), "policy": run.manifest.get("policy"), "wall_s": run.manifest.get("wall_s")}))
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    """Evaluate a policy with lm-eval on the local tasks; per-item results go to the run store, resumably."""
+    from harness.downstream import EvalSettings, evaluate, open_eval_run
+
+    tasks = [t for arg in args.task for t in arg.split(",") if t]
+    settings = EvalSettings(batch_size=args.batch_size, max_gen_toks=args.max_gen_toks, device=args.device)
+    run, policy_dir = open_eval_run(args.policy, args.runs, settings)
+    scores = evaluate(policy_dir, tasks, args.limit, run, settings, chunk_size=args.chunk_size)
+    rows = [[task, metric, f"{value:.4f}"] for task, values in scores.items() for metric, value in values.items()]
+    print(format_table(["task", "metric", "value"], rows))
+    print(f"\nper-item results: {run.results.path}")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    """Run a study spec: expand it into units and run the unfinished ones (local or Ray executor)."""
+    from pathlib import Path
+
+    from harness.executor import run_local, run_ray
+    from harness.report import default_runs_root
+    from harness.study import load_study, plan
+    from harness.units import run_study_unit
+
+    study = load_study(args.study)
+    units = plan(study)
+    root = Path(args.runs) if args.runs else default_runs_root(study)
+    print(f"study {study.name}: {len(units)} units under {root}")
+    if args.executor == "ray":
+        run_ray(units, root, run_study_unit, address=args.ray_address)
+    else:
+        run_local(units, root, run_study_unit, keep_going=args.keep_going)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    """Write report.md, report.html and figures for a study from its stored results (runs no model)."""
+    from harness.report import write_report
+
+    print(f"report: {write_report(args.study, args.runs)}")
+
+
+def _add_benchmark_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", help="folder holding the public preference sets (llmbar/, pandalm/, ...)")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="benchmark builder option (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     add("methods", cmd_methods)
+    p = add("benchmarks", cmd_benchmarks)
+    p.add_argument("--build", metavar="NAME", help="build (or load from cache) one benchmark and report it")
+    p.add_argument("--limit", type=int, help="at most N items")
+    p.add_argument("--refresh", action="store_true", help="rebuild even if a cached build exists")
+    _add_benchmark_options(p)
     add("models", cmd_models)
     p = add("generate", cmd_generate)
     p.add_argument("prompt", nargs="+")
@@ -105,10 +224,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--items", type=int, default=6)
     p.add_argument("--method", action="append", help="reward method (repeatable)")
     p.add_argument("--runs", default="runs", help="root directory of the run store")
+    p = add("train", cmd_train)
+    p.add_argument("--method", required=True, help="reward method (see `harness methods`)")
+    p.add_argument("--preset", default="cpu-smoke", help="test | cpu-smoke | cpu | gpu (harness.rl.PRESETS)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method-arg", action="append", metavar="KEY=VALUE", help="method factory argument (repeatable)")
+    p.add_argument("--model", help="base policy (default: the preset's)")
+    p.add_argument("--steps", type=int, help="step budget (default: the preset's)")
+    p.add_argument("--lora", action=argparse.BooleanOptionalAction, default=None, help="LoRA instead of full tuning")
+    p.add_argument("--runs", default="runs", help="root directory of the run store")
+    p = add("eval", cmd_eval)
+    p.add_argument("--policy", required=True, help="training run directory, model directory or catalog name")
+    p.add_argument("--task", action="append", required=True, help="ifeval_local, math_verified, healthbench_rubric")
+    p.add_argument("--limit", type=int, help="first N documents of each task")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-gen-toks", type=int, help="cap on generated tokens (default: each task's YAML value)")
+    p.add_argument("--chunk-size", type=int, default=64, help="documents per lm-eval call (the unit of resumption)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--runs", default="runs", help="root directory of the run store")
+    p = add("run", cmd_run)
+    p.add_argument("study", help="a study spec (reports/<study>/study.yaml) or its folder")
+    p.add_argument("--runs", help="where units are stored (default: runs/<study name>)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local")
+    p.add_argument("--ray-address", help="Ray cluster address (default: start a local Ray instance)")
+    p.add_argument("--keep-going", action="store_true", help="run the other units when one fails")
+    p = add("report", cmd_report)
+    p.add_argument("study", help="the study folder (reports/<study>) or its study.yaml")
+    p.add_argument("--runs", help="where the units are stored (default: runs/<study name>)")
     bench = sub.add_parser("bench", help="performance benchmarks").add_subparsers(dest="bench", required=True)
     p = bench.add_parser("decode", help=cmd_bench_decode.__doc__)
     p.set_defaults(handler=cmd_bench_decode)
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark")
+    from harness.bench.decode import add_arguments as add_decode_arguments  # light: no torch at import
+
+    add_decode_arguments(p)
+    p = bench.add_parser("judge", help=cmd_bench_judge.__doc__)
+    p.set_defaults(handler=cmd_bench_judge)
+    from harness.bench.judge import add_arguments as add_judge_arguments  # light: no torch at import
+
+    add_judge_arguments(p)
+    p = bench.add_parser("static", help=cmd_bench_static.__doc__)
+    p.set_defaults(handler=cmd_bench_static)
+    p.add_argument("--method", action="append", required=True, help="reward method (repeatable)")
+    p.add_argument("--benchmark", required=True, help="benchmark name (see `harness benchmarks`) or a .jsonl path")
+    p.add_argument("--limit", type=int, help="first N items")
+    p.add_argument("--seed", type=int, default=0, help="seed for method fitting and the bootstrap")
+    p.add_argument("--split", default="all", help="all | eval | train: items by fold (eval for trained methods)")
+    p.add_argument("--runs", default="runs", help="root directory of the run store")
+    _add_benchmark_options(p)
     return parser
 
 
