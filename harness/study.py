@@ -33,7 +33,7 @@ from harness.cache import content_key
 TOP_KEYS = {"name", "description", "methods", "benchmarks", "downstream", "seeds", "ablations"}
 METHOD_KEYS = {"name", "label", "kwargs"}
 BENCHMARK_KEYS = {"name", "limit", "split"}
-DOWNSTREAM_KEYS = {"base_model", "preset", "tasks", "limit", "steps", "prompts", "options"}
+DOWNSTREAM_KEYS = {"base_model", "preset", "tasks", "limit", "steps", "prompts", "options", "methods", "max_gen_toks"}
 ABLATION_KEYS = {"method", "grid", "downstream"}
 
 
@@ -78,6 +78,8 @@ class DownstreamSpec:
     steps: int | None = None
     prompts: str = "default"
     options: Mapping[str, Any] = field(default_factory=dict)
+    methods: tuple[str, ...] | None = None  # labels of the methods that train policies (None: all of them)
+    max_gen_toks: int | None = None  # cap on generated tokens in evaluation (None: each task's own)
 
 
 @dataclass(frozen=True)
@@ -207,7 +209,10 @@ def _downstream(value: Any, where: _Where) -> DownstreamSpec | None:
     tasks = raw.get("tasks") or []
     if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
         raise SpecError(f"{where('downstream', 'tasks')}: downstream.tasks must be a list of task names")
-    return DownstreamSpec(**{**raw, "tasks": tuple(tasks)})
+    methods = raw.get("methods")
+    if methods is not None and (not isinstance(methods, list) or not all(isinstance(m, str) for m in methods)):
+        raise SpecError(f"{where('downstream', 'methods')}: downstream.methods must be a list of method labels")
+    return DownstreamSpec(**{**raw, "tasks": tuple(tasks), "methods": None if methods is None else tuple(methods)})
 
 
 def _ablation(value: Any, where: _Where, i: int) -> Ablation:
@@ -252,6 +257,9 @@ def load_study(path: str | Path) -> Study:
     labels = [m.label for m in study.methods]
     if len(set(labels)) != len(labels):
         raise SpecError(f"{where('methods')}: method labels must be unique (give repeated methods a label)")
+    unknown = sorted(set(study.downstream.methods or ()) - set(labels)) if study.downstream else []
+    if unknown:
+        raise SpecError(f"{where('downstream', 'methods')}: downstream.methods names unknown methods {unknown}")
     return study
 
 
@@ -274,13 +282,15 @@ def plan(study: Study) -> list[Unit]:
     """Expand a study into units, dependencies first (static, train, eval)."""
     grid = ablation_methods(study)
     static_methods = list(study.methods) + [m for _, m in grid]
-    trained_methods = list(study.methods) + [m for a, m in grid if a.downstream]
+    ds = study.downstream
+    chosen = None if ds is None or ds.methods is None else set(ds.methods)
+    trained_methods = [m for m in study.methods if chosen is None or m.label in chosen]
+    trained_methods += [m for a, m in grid if a.downstream]
     units = [
         Unit("static", m, {"benchmark": b.name, "limit": b.limit, "split": b.split})
         for m in static_methods
         for b in study.benchmarks
     ]
-    ds = study.downstream
     if ds is None or not ds.tasks:
         return units
     train_config = {
@@ -295,7 +305,12 @@ def plan(study: Study) -> list[Unit]:
             train = Unit("train", m, {**train_config, "seed": seed})
             units.append(train)
             units += [
-                Unit("eval", m, {"task": t, "limit": ds.limit, "seed": seed, "policy": train.id}, needs=(train.id,))
+                Unit(
+                    "eval",
+                    m,
+                    {"task": t, "limit": ds.limit, "max_gen_toks": ds.max_gen_toks, "seed": seed, "policy": train.id},
+                    needs=(train.id,),
+                )
                 for t in ds.tasks
             ]
     return units

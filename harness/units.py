@@ -85,7 +85,7 @@ def run_eval(unit: Unit, where: Path, deps: dict[str, Path]) -> dict[str, Any]:
     config = dict(unit.config)
     (train_dir,) = deps.values()
     policy = json.loads((train_dir / "unit.json").read_text())["summary"]["policy"]
-    settings = EvalSettings()
+    settings = EvalSettings(max_gen_toks=config.get("max_gen_toks"))
     run, policy_dir = open_eval_run(policy, where, settings)
     scores = evaluate(policy_dir, [config["task"]], config.get("limit"), run, settings)
     return {"run_dir": str(run.dir), "scores": scores[config["task"]]}

@@ -41,6 +41,14 @@ def test_plan_expands_methods_ablations_seeds_and_tasks(tmp_path):
             assert unit.needs == (unit.config["policy"],)
 
 
+def test_downstream_methods_limit_which_methods_train(tmp_path):
+    spec = SPEC.replace("tasks: [ifeval_local, math_verified]", "methods: [random], tasks: [math_verified]")
+    units = plan(load_study(write_spec(tmp_path, spec)))
+    assert {u.method.label for u in units if u.kind == "train"} == {"random"}
+    with pytest.raises(SpecError, match="unknown methods"):
+        load_study(write_spec(tmp_path, spec.replace("methods: [random]", "methods: [nope]")))
+
+
 def test_unknown_key_is_reported_with_file_and_line(tmp_path):
     bad = SPEC.replace("downstream: {preset", "downstream: {presets")
     with pytest.raises(SpecError, match=r"study.yaml:7: unknown key 'presets' in downstream"):
