@@ -310,8 +310,9 @@ def run_server(backend_spec: str, host: str = "127.0.0.1", port: int = 8000) -> 
     on_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if on_main else None
     bound_host, bound_port = server.server_address[:2]
-    print(f"{READY_PREFIX}http://{bound_host}:{bound_port}", flush=True)
     try:
+        # Inside the try: a SIGTERM sent as soon as the ready line is read must still end in a clean exit.
+        print(f"{READY_PREFIX}http://{bound_host}:{bound_port}", flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         print("harness serve: shutting down", file=sys.stderr, flush=True)
