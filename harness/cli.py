@@ -154,7 +154,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from harness.downstream import EvalSettings, evaluate, open_eval_run
 
     tasks = [t for arg in args.task for t in arg.split(",") if t]
-    settings = EvalSettings(batch_size=args.batch_size, max_gen_toks=args.max_gen_toks, device=args.device)
+    settings = EvalSettings(
+        batch_size=args.batch_size, max_gen_toks=args.max_gen_toks, device=args.device, backend=args.backend
+    )
     run, policy_dir = open_eval_run(args.policy, args.runs, settings)
     scores = evaluate(policy_dir, tasks, args.limit, run, settings, chunk_size=args.chunk_size)
     rows = [[task, metric, f"{value:.4f}"] for task, values in scores.items() for metric, value in values.items()]
@@ -241,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-gen-toks", type=int, help="cap on generated tokens (default: each task's YAML value)")
     p.add_argument("--chunk-size", type=int, default=64, help="documents per lm-eval call (the unit of resumption)")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--backend", choices=["harness", "hf"], default="harness", help="lm-eval model: harness (cached) or hf (HFLM)"
+    )
     p.add_argument("--runs", default="runs", help="root directory of the run store")
     p = add("run", cmd_run)
     p.add_argument("study", help="a study spec (reports/<study>/study.yaml) or its folder")

@@ -5,6 +5,9 @@ response, per-item metrics) is appended to the run store as soon as its chunk en
 where it stopped and paired tests between policies can match items by `(task, doc_id)`. Task scores are computed
 from the stored per-item metrics with the task's own lm-eval aggregation functions, which is what lm-eval does
 internally: `tests/test_downstream.py` checks that they equal the numbers of lm-eval's CLI.
+
+The model answering lm-eval's requests is `harness` by default (`harness.lmeval_model`: the harness's CPU decode
+loop, every reply cached by content hash, so a re-run recomputes nothing) or lm-eval's own HFLM (`backend="hf"`).
 """
 
 from __future__ import annotations
@@ -14,26 +17,36 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
 from harness.store import Run, atomic_write_text
 
+if TYPE_CHECKING:
+    from harness.cache import Cache
+
 TASKS = ("ifeval_local", "math_verified", "healthbench_rubric")
+BACKENDS = ("harness", "hf")
 
 
 @dataclass(frozen=True)
 class EvalSettings:
     """How lm-eval runs the policy; part of the eval run's config (results under other settings are not reused).
 
-    `max_gen_toks=None` keeps each task's YAML value (1280 for IFEval, as in lm-eval's own `ifeval`).
+    `max_gen_toks=None` keeps each task's YAML value (1280 for IFEval, as in lm-eval's own `ifeval`). `backend` is
+    the lm-eval model: `harness` (fast CPU decode, cached replies) or `hf` (lm-eval's HFLM, never cached).
     """
 
     batch_size: int = 8
     max_gen_toks: int | None = None
     apply_chat_template: bool = True
     device: str = "auto"
+    backend: str = "harness"
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"EvalSettings.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
 
     def resolved_device(self) -> str:
         """`auto` means CUDA when available, else CPU."""
@@ -87,10 +100,14 @@ def sample_record(task: str, sample: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _lm(policy_dir: Path, settings: EvalSettings) -> Any:
+def _lm(policy_dir: Path, settings: EvalSettings, cache: Cache | None) -> Any:
+    device = settings.resolved_device()
+    if settings.backend == "harness":
+        from harness.lmeval_model import HarnessLM
+
+        return HarnessLM(str(policy_dir), device=device, batch_size=settings.batch_size, cache=cache)
     from lm_eval.models.huggingface import HFLM
 
-    device = settings.resolved_device()
     return HFLM(
         pretrained=str(policy_dir),
         device=device,
@@ -132,11 +149,13 @@ def evaluate(
     run: Run,
     settings: EvalSettings | None = None,
     chunk_size: int = 64,
+    cache: Cache | None = None,
 ) -> dict[str, dict[str, float]]:
     """Evaluate the policy saved in `policy_dir` on `tasks` (first `limit` documents each), resumably.
 
     Per-item records go to `run.results` under the key `<task>/<doc_id>`; the task scores are written to
-    `results.json` in the run directory and returned as `{task: {metric: value, "n": items}}`.
+    `results.json` in the run directory and returned as `{task: {metric: value, "n": items}}`. `cache` holds the
+    replies of the `harness` backend (default: the harness cache).
     """
     settings = settings or EvalSettings()
     manager, lm, scores = task_manager(), None, {}
@@ -147,7 +166,7 @@ def evaluate(
         pending = [i for i in indices if f"{task}/{i}" not in run.results]
         with tqdm(total=len(indices), initial=len(indices) - len(pending), desc=f"eval {task}") as bar:
             for start in range(0, len(pending), chunk_size):
-                lm = lm or _lm(Path(policy_dir), settings)
+                lm = lm or _lm(Path(policy_dir), settings, cache)
                 for record in _run_chunk(lm, manager, task, pending[start : start + chunk_size], settings):
                     run.results.append({"key": f"{task}/{record['doc_id']}", **record})
                     bar.update(1)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from harness import catalog
+from harness.cache import Cache
 from harness.downstream import EvalSettings, evaluate, open_eval_run, task_dir
 from harness.store import Run
 
@@ -54,7 +55,8 @@ def test_punkt_tab_is_trained_locally(tmp_path, monkeypatch):
 
 def test_ifeval_scores_equal_lm_eval_cli(wordy_policy, tmp_path):
     run = Run(tmp_path / "runs", "eq", {"policy": str(wordy_policy)})
-    ours = evaluate(wordy_policy, ["ifeval_local"], 8, run, SETTINGS)["ifeval_local"]
+    # Ours answers with the `harness` lm-eval model (the default backend); the CLI with lm-eval's own HFLM.
+    ours = evaluate(wordy_policy, ["ifeval_local"], 8, run, SETTINGS, cache=Cache(tmp_path / "db"))["ifeval_local"]
     cli = [
         *(sys.executable, "-m", "lm_eval", "--model", "hf", "--tasks", "ifeval_local"),
         *("--model_args", f"pretrained={wordy_policy},dtype=float32", "--include_path", str(task_dir())),
@@ -80,11 +82,11 @@ def test_ifeval_scores_equal_lm_eval_cli(wordy_policy, tmp_path):
 
 def test_eval_resumes_and_skips_finished_items(wordy_policy, tmp_path):
     run = Run(tmp_path, "resume", {"policy": str(wordy_policy)})
-    first = evaluate(wordy_policy, ["ifeval_local"], 2, run, SETTINGS, chunk_size=1)
+    first = evaluate(wordy_policy, ["ifeval_local"], 2, run, SETTINGS, chunk_size=1, cache=Cache(tmp_path / "db"))
     kept = run.results.records()
     assert [r["key"] for r in kept] == ["ifeval_local/0", "ifeval_local/1"]
     reopened = Run(tmp_path, "resume", {"policy": str(wordy_policy)})
-    evaluate(wordy_policy, ["ifeval_local"], 3, reopened, SETTINGS, chunk_size=1)
+    evaluate(wordy_policy, ["ifeval_local"], 3, reopened, SETTINGS, chunk_size=1, cache=Cache(tmp_path / "db"))
     assert reopened.results.records()[:2] == kept and len(reopened.results) == 3
     # Nothing is pending, so the policy is never loaded: a missing directory proves no model ran.
     again = evaluate(tmp_path / "no-such-policy", ["ifeval_local"], 2, reopened, SETTINGS)
@@ -95,7 +97,9 @@ def test_eval_resumes_and_skips_finished_items(wordy_policy, tmp_path):
 def test_math_and_healthbench_tasks_score_each_item(wordy_policy, tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_JUDGE", "hf:tiny-random")
     run, policy_dir = open_eval_run(wordy_policy, tmp_path, SETTINGS)
-    scores = evaluate(policy_dir, ["math_verified", "healthbench_rubric"], 2, run, SETTINGS)
+    scores = evaluate(
+        policy_dir, ["math_verified", "healthbench_rubric"], 2, run, SETTINGS, cache=Cache(tmp_path / "db")
+    )
     records = {r["key"]: r for r in run.results.records()}
     assert set(records) == {"math_verified/0", "math_verified/1", "healthbench_rubric/0", "healthbench_rubric/1"}
     assert all(records[f"math_verified/{i}"]["metrics"]["exact_match"] in (0.0, 1.0) for i in range(2))
