@@ -48,7 +48,7 @@ def test_scores_are_finite_deterministic_and_batch_independent(trained):
     prompts = [user_chat("is water wet?")] * 3
     responses = ["Yes it is.", "Bananas", "A much longer answer " * 20]
     batched = method.score(prompts, responses, batch_size=3)
-    single = [method.score([p], [r])[0] for p, r in zip(prompts, responses)]
+    single = [method.score([p], [r])[0] for p, r in zip(prompts, responses, strict=True)]
     assert all(math.isfinite(s) for s in batched)
     assert batched == pytest.approx(single, abs=1e-5)
     assert len(set(batched)) == 3

@@ -1,0 +1,169 @@
+"""The machinery both co-evolution trainers share: models in roles, optimizers, the frozen judge, step counters.
+
+A `Session` owns the trained model(s) (one model in both roles, or a separate generator), one AdamW optimizer
+per model, the frozen judge, the response history and the telemetry. Trainers call `run_phase` with the rows and
+reward function of a phase; the session counts global and policy steps, writes one record per step, and checks
+after every phase that the judge's weights have not moved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from baselines.coevolution.grpo import GRPOSettings, StepRecorder, make_optimizer, run_grpo_phase
+from baselines.coevolution.history import ResponseHistory
+from baselines.coevolution.judging import FrozenJudge
+from baselines.coevolution.roles import ROLE_PROMPTS_VERSION, ModelHandle
+from baselines.coevolution.schedule import Phase, Role
+from baselines.coevolution.telemetry import Telemetry
+from harness.rubric import ParseTally
+from harness.store import Run
+from harness.types import Chat, GenerationParams, Rubric
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Models, GRPO settings of each role, and how rubrics are sampled outside GRPO.
+
+    `generator_model=None` is the paper's default: one model plays both roles. Naming a generator model (even
+    the same base) loads a separate generator, the two-model configuration EvoLM uses for weak dual-role bases.
+    """
+
+    base_model: str
+    judge_model: str
+    policy: GRPOSettings
+    generator: GRPOSettings
+    generator_model: str | None = None
+    device: str = "cpu"
+    seed: int = 0
+    rubric_max_tokens: int = 160
+    rubric_temperature: float = 0.6  # EvoLM's RUBRIC_TEMPERATURE
+    rubric_retries: int = 1
+    aggregate: str = "weighted_mean"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (part of the run config)."""
+        return {**asdict(self), "roles": ROLE_PROMPTS_VERSION}
+
+
+class Session:
+    """Trained model(s), judge, history and telemetry of one run (see the module docstring)."""
+
+    def __init__(self, config: SessionConfig, run: Run, judge_backend: Any = None) -> None:
+        from harness import catalog
+
+        self.config, self.run = config, run
+        policy_model, tokenizer = catalog.load(config.base_model, device=config.device)
+        self.policy = ModelHandle(policy_model, tokenizer, "policy")
+        if config.generator_model is None:
+            self.generator = self.policy
+        else:
+            generator_model, generator_tokenizer = catalog.load(config.generator_model, device=config.device)
+            self.generator = ModelHandle(generator_model, generator_tokenizer, "generator")
+        self.optimizers = {
+            id(h.model): make_optimizer(h.model, s.learning_rate)
+            for h, s in ((self.generator, config.generator), (self.policy, config.policy))
+        }
+        self.judge = FrozenJudge(
+            config.judge_model, run.dir / "judge-cache.sqlite", config.device, config.aggregate, judge_backend
+        )
+        self.history = ResponseHistory(run.dir / "responses.jsonl")
+        self.telemetry = Telemetry(run)
+        self.global_step = 0
+        self.policy_step = 0
+        self.recorder: StepRecorder | None = None
+
+    @property
+    def two_models(self) -> bool:
+        """Whether the generator is a separate model."""
+        return self.generator is not self.policy
+
+    def handle(self, role: Role) -> ModelHandle:
+        """The model playing `role`."""
+        return self.policy if role == "policy" else self.generator
+
+    def note(self, **fields: Any) -> None:
+        """Add telemetry to the record of the step in progress."""
+        if self.recorder is not None:
+            self.recorder.note(**fields)
+
+    def run_phase(self, phase: Phase, rows: Sequence[dict[str, Any]], reward_func: Callable[..., Any]) -> None:
+        """Train `phase.role` for `phase.steps` GRPO steps, then check that the judge is unchanged."""
+        handle = self.handle(phase.role)
+        settings = self.config.policy if phase.role == "policy" else self.config.generator
+        self.recorder = StepRecorder(lambda record: self._emit(phase, record))
+        reward_func.__name__ = f"{phase.role}_reward"  # TRL logs rewards under the function's name
+        handle.model.train()
+        try:
+            run_grpo_phase(
+                handle.model,
+                handle.tokenizer,
+                rows,
+                reward_func,
+                phase.steps,
+                settings,
+                self.optimizers[id(handle.model)],
+                self.run.dir / "trainer",
+                self.config.seed * 1000 + phase.index,
+                self.recorder,
+            )
+        finally:
+            handle.model.eval()
+            self.recorder = None
+        self.judge.assert_unchanged()
+
+    def _emit(self, phase: Phase, record: dict[str, Any]) -> None:
+        self.global_step += 1
+        self.policy_step += phase.role == "policy"
+        context = {"phase": phase.index, "cycle": phase.cycle, "role": phase.role}
+        counters = {"global_step": self.global_step, "policy_step": self.policy_step}
+        self.telemetry.step({**context, **counters, **record, "judge": self.judge.counts.as_dict()})
+
+    def next_policy_step(self) -> int:
+        """The policy step a response generated now belongs to (the step in progress)."""
+        return self.policy_step + 1
+
+    def respond(self, chats: Sequence[Chat], seed: int, temperature: float | None = None) -> list[str]:
+        """Sample policy responses outside GRPO (pair building, held-out checks)."""
+        settings = self.config.policy
+        params = GenerationParams(
+            max_new_tokens=settings.max_completion_length,
+            temperature=settings.temperature if temperature is None else temperature,
+            seed=seed,
+        )
+        return self.policy.generate(list(chats), params)
+
+    def write_rubrics(
+        self, chats: Sequence[Chat], ids: Sequence[str], tally: ParseTally, seed: int, temperature: float | None = None
+    ) -> list[Rubric | None]:
+        """Rubrics from the generator role for generator chats; unparsable ones are resampled `rubric_retries` times.
+
+        Every attempt is counted in `tally`, so its failure rate is per sample, not per prompt.
+        """
+        temperature = self.config.rubric_temperature if temperature is None else temperature
+        out: list[Rubric | None] = [None] * len(chats)
+        todo = list(range(len(chats)))
+        for attempt in range(1 + (self.config.rubric_retries if temperature > 0 else 0)):
+            params = GenerationParams(self.config.rubric_max_tokens, temperature, seed=seed + attempt)
+            texts = self.generator.generate([chats[i] for i in todo], params)
+            for i, text in zip(todo, texts, strict=True):
+                out[i] = tally.parse(text, prompt_id=ids[i], source="generator")
+            todo = [i for i in todo if out[i] is None]
+            if not todo:
+                break
+        return out
+
+    def save(self, directory: Path) -> tuple[Path, Path]:
+        """Save the policy and the generator (one directory when they are one model); returns both paths."""
+        policy_dir = directory / "policy"
+        self.policy.model.save_pretrained(policy_dir)
+        self.policy.tokenizer.save_pretrained(policy_dir)
+        if not self.two_models:
+            return policy_dir, policy_dir
+        generator_dir = directory / "generator"
+        self.generator.model.save_pretrained(generator_dir)
+        self.generator.tokenizer.save_pretrained(generator_dir)
+        return policy_dir, generator_dir

@@ -1,0 +1,83 @@
+"""Per-step telemetry of a co-evolution run, written to the run store as it happens.
+
+`runs/<run_id>/items.jsonl` gets one record per GRPO step (`kind: "step"`) and one per held-out evaluation
+(`kind: "eval"`); the manifest gets the final summary. A run is resumable only as a whole: a finished run is
+reused, and an unfinished one (its weights were in memory) is moved aside and started again, so nothing
+finished is lost and no stale record is mixed into the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.rubric import ParseTally, rubric_stats
+from harness.store import Run
+from harness.types import Rubric
+
+
+def open_run(root: Path, run_id: str, config: dict[str, Any]) -> Run:
+    """Open the run `root/run_id`; an unfinished earlier attempt is renamed `<run_id>.aborted-<time>`."""
+    config = json.loads(json.dumps(config))  # tuples become lists, as in the stored manifest they are compared to
+    target = Path(root) / run_id
+    manifest = target / "manifest.json"
+    if target.exists() and manifest.exists():
+        run = Run(root, run_id, config)
+        if run.manifest.get("status") == "done":
+            return run
+        target.rename(target.with_name(f"{run_id}.aborted-{int(time.time())}"))
+    return Run(root, run_id, config)
+
+
+def rubric_summary(rubrics: Sequence[Rubric | None], tally: ParseTally | None = None) -> dict[str, Any]:
+    """`harness.rubric.rubric_stats` of the parsed rubrics plus parse-failure counts (failures are not rubrics)."""
+    parsed = [r for r in rubrics if r is not None and r.criteria]
+    summary: dict[str, Any] = {k: _clean(v) for k, v in rubric_stats(parsed).items()}
+    if tally is not None:
+        summary["parse"] = tally.as_dict()
+    return summary
+
+
+def mean(values: Sequence[float]) -> float:
+    """Mean of the finite values; NaN when there are none."""
+    finite = [v for v in values if not math.isnan(v)]
+    return statistics.fmean(finite) if finite else math.nan
+
+
+def _clean(value: float) -> float | None:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+class Telemetry:
+    """Appends step and evaluation records to a run's result log."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.steps = sum(1 for r in run.results.records() if r.get("kind") == "step")
+
+    def step(self, record: dict[str, Any]) -> None:
+        """Write one GRPO step's record."""
+        self.steps += 1
+        self.run.results.append({"key": f"step/{self.steps:05d}", "kind": "step", **record})
+
+    def evaluation(self, name: str, record: dict[str, Any]) -> None:
+        """Write one held-out evaluation's record."""
+        self.run.results.append({"key": f"eval/{name}", "kind": "eval", "name": name, **record})
+
+    def phase(self, index: int, role: str, seconds: float, **fields: Any) -> None:
+        """Record one phase's wall time (set-up such as rubric writing and pair building included)."""
+        record = {"key": f"phase/{index}", "kind": "phase", "phase": index, "role": role, "seconds": seconds}
+        self.run.results.append({**record, **fields})
+
+    def skip(self, phase: int, reason: str) -> None:
+        """Record that a phase trained nothing, and why (e.g. no pair had an older response in the window)."""
+        self.run.results.append({"key": f"skip/{phase}", "kind": "skip", "phase": phase, "reason": reason})
+
+    def records(self, kind: str) -> list[dict[str, Any]]:
+        """All records of one kind, in order."""
+        return [r for r in self.run.results.records() if r.get("kind") == kind]
