@@ -22,9 +22,10 @@ from harness import plots, stats
 from harness.report_render import Block, render_html, render_markdown
 from harness.results import StudyResults, collect
 from harness.store import atomic_write_text
-from harness.study import Study, ablation_methods, load_study
+from harness.study import BASE_LABEL, Study, ablation_methods, load_study
 
 N_RESAMPLES = 2_000
+MIN_SUBSET_ITEMS = 5  # per-subset significance rows below this many items are noise, and cost the correction
 
 
 def fmt(est: Any) -> str:
@@ -117,8 +118,9 @@ def _downstream_section(study: Study, res: StudyResults, figs: Path) -> list[Blo
     blocks.append(
         Block.paragraph(
             f"Each method's reward trained a policy from `{ds.base_model}` with preset `{ds.preset}` and the same "
-            f"prompts and step budget; seeds {list(study.seeds)}. Scores are per-item means with 95% bootstrap CIs "
-            "over (seed, item); with several seeds the IQM across seeds (stratified bootstrap) is shown too."
+            f"prompts and step budget; seeds {list(study.seeds)}. `{BASE_LABEL}` is `{ds.base_model}` untrained. "
+            "Scores are per-item means with 95% bootstrap CIs over (seed, item); with several seeds the IQM across "
+            "seeds (stratified bootstrap) is shown too."
         )
     )
     for task, frame in res.downstream.groupby("task", sort=False):
@@ -180,7 +182,10 @@ def _significance_rows(per_item: dict[str, np.ndarray], labels: list[str], subse
     pairs = list(itertools.combinations([m for m in labels if m in per_item], 2))
     if not pairs:
         return []
-    table = stats.significance_table(per_item, pairs, rng=_rng("sig", name), subsets=subsets, n_resamples=N_RESAMPLES)
+    table = stats.significance_table(
+        per_item, pairs, rng=_rng("sig", name), subsets=subsets, min_subset_items=MIN_SUBSET_ITEMS,
+        n_resamples=N_RESAMPLES,
+    )  # fmt: skip
     return [
         [name, r["comparison"], r["subset"], r["n"], fmt((r["estimate"], r["ci_low"], r["ci_high"])), r["test"],
          f"{r['p']:.3g}", f"{r['p_adjusted']:.3g}", "yes" if r["reject"] else "no", f"{r['cohens_dz']:.2f}"]
@@ -195,12 +200,14 @@ def _significance_section(study: Study, res: StudyResults) -> list[Block]:
         per_item = aligned(frame, ["item"], "best_of_n", labels)
         subsets = frame.drop_duplicates("item").sort_values("item")["subset"].tolist()
         rows += _significance_rows(per_item, labels, subsets, f"static: {bench}")
+    policies = [*labels, BASE_LABEL]  # every trained policy against the others and against the untrained base
     for task, frame in res.downstream.groupby("task", sort=False) if not res.downstream.empty else []:
-        rows += _significance_rows(aligned(frame, ["seed", "item"], "score", labels), labels, None, f"policy: {task}")
+        per_item = aligned(frame, ["seed", "item"], "score", policies)
+        rows += _significance_rows(per_item, policies, None, f"policy: {task}")
     text = (
         "Paired comparisons on the same items: difference a - b with a paired bootstrap 95% CI; exact McNemar for "
         "0/1 outcomes, else a paired permutation test; p-values Holm-corrected within each table family; effect "
-        "size Cohen's d_z."
+        f"size Cohen's d_z. Subsets with fewer than {MIN_SUBSET_ITEMS} items get no row of their own."
     )
     headers = ["family", "comparison", "subset", "n", "a - b [95% CI]", "test", "p", "p (Holm)", "sig.", "d_z"]
     body = [Block.table(headers, rows)] if rows else [Block.paragraph("Fewer than two methods: nothing to compare.")]
@@ -228,6 +235,18 @@ def _ablation_section(study: Study, res: StudyResults, figs: Path) -> list[Block
     return blocks
 
 
+# Rubric telemetry drawn first when a run logs it (co-evolution runs log dozens of numbers per step).
+TELEMETRY_FIRST = [
+    "reward_mean",
+    "rubrics.criteria_mean",
+    "rubrics.label_only_share",
+    "rubrics.value_embedding_share",
+    "pool.criteria",
+    "train_pair_utility",
+    "pool.churn",
+]
+
+
 def _curves_section(res: StudyResults, figs: Path) -> list[Block]:
     blocks: list[Block] = []
     if not res.curves.empty and {"proxy_reward", "gold_accuracy"} <= set(res.curves.columns):
@@ -245,12 +264,14 @@ def _curves_section(res: StudyResults, figs: Path) -> list[Block]:
             blocks.append(Block.figure(figs, f"curves-{_slug(method)}", fig, caption))
     if not res.telemetry.empty:
         numeric = [c for c in res.telemetry.columns if c not in ("method", "seed", "step", "key")]
-        numeric = [c for c in numeric if pd.api.types.is_numeric_dtype(res.telemetry[c])][:6]
+        numeric = [c for c in numeric if pd.api.types.is_numeric_dtype(res.telemetry[c])]
+        numeric = sorted(numeric, key=lambda c: TELEMETRY_FIRST.index(c) if c in TELEMETRY_FIRST else 99)[:6]
         blocks.append(Block.heading("Rubric telemetry"))
         for col in numeric:
+            by = ["method", "seed", "role"] if "role" in res.telemetry.columns else ["method", "seed"]
             series = {
-                f"{m} s{s}": (g.step.to_numpy(), g[col].to_numpy(float))
-                for (m, s), g in res.telemetry.groupby(["method", "seed"])
+                " ".join([str(key[0]), f"s{key[1]}", *map(str, key[2:])]): (g.step.to_numpy(), g[col].to_numpy(float))
+                for key, g in res.telemetry.dropna(subset=[col]).groupby(by)
             }
             fig = plots.step_curves(series, ylabel=col, title=col)
             blocks.append(Block.figure(figs, f"telemetry-{_slug(col)}", fig, col))

@@ -387,8 +387,8 @@ def _comparison_row(
     }
 
 
-def _subset_masks(subsets: Sequence[str] | None, n_items: int) -> dict[str, np.ndarray]:
-    """Item masks for the overall row and each subset, in sorted subset order."""
+def _subset_masks(subsets: Sequence[str] | None, n_items: int, min_items: int = 1) -> dict[str, np.ndarray]:
+    """Item masks for the overall row and each subset of at least `min_items` items, in sorted subset order."""
     masks = {OVERALL: np.ones(n_items, dtype=bool)}
     if subsets is None:
         return masks
@@ -397,7 +397,8 @@ def _subset_masks(subsets: Sequence[str] | None, n_items: int) -> dict[str, np.n
         raise ValueError(f"subsets: {labels.size} labels for {n_items} items")
     if OVERALL in set(labels.tolist()):
         raise ValueError(f"subsets: the name {OVERALL!r} is reserved for the overall row")
-    return masks | {group: labels == group for group in sorted(set(labels.tolist()))}
+    groups = {group: labels == group for group in sorted(set(labels.tolist()))}
+    return masks | {group: mask for group, mask in groups.items() if mask.sum() >= min_items}
 
 
 def significance_table(
@@ -406,6 +407,7 @@ def significance_table(
     *,
     rng: np.random.Generator,
     subsets: Sequence[str] | None = None,
+    min_subset_items: int = 1,
     test: str = "auto",
     correction: str = "holm",
     alpha: float = 0.05,
@@ -415,8 +417,9 @@ def significance_table(
     """One row per (comparison, subset): mean difference a - b with CI, p, corrected p and effect sizes.
 
     `per_item` maps each method to per-item scores over the same items (NaN = unscored). Every row, overall and
-    per subset, belongs to one family for the correction. `test="auto"` uses exact McNemar when both methods' scores
-    are 0/1 and the paired permutation test otherwise.
+    per subset, belongs to one family for the correction; subsets with fewer than `min_subset_items` items get no
+    row (and so cost the family nothing). `test="auto"` uses exact McNemar when both methods' scores are 0/1 and the
+    paired permutation test otherwise.
     """
     if test not in TESTS:
         raise ValueError(f"test: unknown test {test!r}; choose one of {TESTS}")
@@ -426,7 +429,7 @@ def significance_table(
     sizes = {name: arr.size for name, arr in arrays.items()}
     if len(set(sizes.values())) > 1:
         raise ValueError(f"per_item: methods must score the same items, got lengths {sizes}")
-    masks = _subset_masks(subsets, next(iter(sizes.values()), 0))
+    masks = _subset_masks(subsets, next(iter(sizes.values()), 0), min_subset_items)
     rows = []
     for method_a, method_b in comparisons:
         for name in (method_a, method_b):

@@ -35,6 +35,7 @@ METHOD_KEYS = {"name", "label", "kwargs"}
 BENCHMARK_KEYS = {"name", "limit", "split"}
 DOWNSTREAM_KEYS = {"base_model", "preset", "tasks", "limit", "steps", "prompts", "options", "methods", "max_gen_toks"}
 ABLATION_KEYS = {"method", "grid", "downstream"}
+BASE_LABEL = "base model"  # the untrained base policy's label in downstream results
 
 
 class SpecError(ValueError):
@@ -255,6 +256,8 @@ def load_study(path: str | Path) -> Study:
         description=str(raw.get("description") or ""),
     )
     labels = [m.label for m in study.methods]
+    if BASE_LABEL in labels:
+        raise SpecError(f"{where('methods')}: the label {BASE_LABEL!r} is reserved for the untrained base model")
     if len(set(labels)) != len(labels):
         raise SpecError(f"{where('methods')}: method labels must be unique (give repeated methods a label)")
     unknown = sorted(set(study.downstream.methods or ()) - set(labels)) if study.downstream else []
@@ -300,6 +303,10 @@ def plan(study: Study) -> list[Unit]:
         "prompts": ds.prompts,
         "options": dict(ds.options),
     }
+    # The untrained base model, evaluated like the policies: what training with each reward changed.
+    base = MethodSpec("base-model", label=BASE_LABEL)
+    eval_config = {"limit": ds.limit, "max_gen_toks": ds.max_gen_toks, "policy": ds.base_model}
+    units += [Unit("eval", base, {"task": t, **eval_config, "seed": s}) for s in study.seeds for t in ds.tasks]
     for m in trained_methods:
         for seed in study.seeds:
             train = Unit("train", m, {**train_config, "seed": seed})

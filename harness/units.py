@@ -80,14 +80,17 @@ def run_train(unit: Unit, where: Path, deps: dict[str, Path]) -> dict[str, Any]:
 
 
 def run_eval(unit: Unit, where: Path, deps: dict[str, Path]) -> dict[str, Any]:
-    """Evaluate the policy of the unit's training unit on one lm-eval task, keeping per-item samples."""
+    """Evaluate the policy of the unit's training unit (or the base model) on one lm-eval task, per item."""
     import json
 
     from harness.downstream import EvalSettings, evaluate, open_eval_run
 
     config = dict(unit.config)
-    (train_dir,) = deps.values()
-    policy = json.loads((train_dir / "unit.json").read_text())["summary"]["policy"]
+    if deps:  # a trained policy: the one its training unit wrote
+        (train_dir,) = deps.values()
+        policy = json.loads((train_dir / "unit.json").read_text())["summary"]["policy"]
+    else:  # the untrained base model
+        policy = config["policy"]
     settings = EvalSettings(batch_size=16, max_gen_toks=config.get("max_gen_toks"))  # 16: measured fastest on CPU
     run, policy_dir = open_eval_run(policy, where, settings)
     scores = evaluate(policy_dir, [config["task"]], config.get("limit"), run, settings)

@@ -246,6 +246,9 @@ def test_fit_then_score_then_train_policy_end_to_end(tmp_path):
     assert [r["role"] for r in step_records] == ["policy", "generator"]
     assert all({"step_seconds", "judge", "trl", "global_step"} <= set(r) for r in step_records)
     assert "rubrics" in step_records[1] and "parse" in step_records[1]["rubrics"]
+    curves = [json.loads(line) for line in (run_dir / "telemetry.jsonl").read_text().splitlines()]
+    assert [(c["step"], c["role"]) for c in curves] == [(1, "policy"), (2, "generator")]  # what the report draws
+    assert all(isinstance(v, float) for c in curves for k, v in c.items() if k not in ("key", "step", "role"))
     assert {r["name"] for r in steps if r["kind"] == "eval"} == {"initial", "phase-1"}
     pairs = [json.loads(line) for line in (run_dir / "pairs.jsonl").read_text().splitlines()]
     assert pairs and all(p["new_step"] - p["old_step"] == 0 for p in pairs)  # one policy step: age 0 only

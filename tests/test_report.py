@@ -7,7 +7,7 @@ from harness.executor import run_local
 from harness.report import write_report
 from harness.results import collect
 from harness.store import ResultLog, Run
-from harness.study import load_study, plan
+from harness.study import BASE_LABEL, load_study, plan
 
 SPEC = """\
 name: toy
@@ -20,7 +20,7 @@ seeds: [0, 1]
 ablations:
   - {method: coin, grid: {bias: [0.2, 0.8]}}
 """
-SKILL = {"good": 0.9, "bad": 0.2, "coin": 0.5, "coin[bias=0.2]": 0.3, "coin[bias=0.8]": 0.7}
+SKILL = {"good": 0.9, "bad": 0.2, "coin": 0.5, "coin[bias=0.2]": 0.3, "coin[bias=0.8]": 0.7, BASE_LABEL: 0.5}
 
 
 def fake_runner(unit, where, deps):
@@ -64,10 +64,10 @@ def stored_study(tmp_path):
 
 def test_collect_reads_every_kind_of_unit(stored_study):
     res = collect(stored_study / "runs")
-    assert set(res.static.method) == set(SKILL)
+    assert set(res.static.method) == set(SKILL) - {BASE_LABEL}
     assert len(res.static) == 5 * 40
-    assert set(res.downstream.method) == {"good", "bad", "coin"}
-    assert len(res.downstream) == 3 * 2 * 30  # methods x seeds x items
+    assert set(res.downstream.method) == {"good", "bad", "coin", BASE_LABEL}
+    assert len(res.downstream) == 4 * 2 * 30  # (methods + untrained base) x seeds x items
     assert {"proxy_reward", "gold_accuracy"} <= set(res.curves.columns)
     assert "label_only_share" in res.telemetry.columns
 
@@ -98,6 +98,9 @@ def test_report_has_every_section_and_its_figures(stored_study):
     # Good beats bad on the static benchmark, significantly after Holm.
     row = next(line for line in text.splitlines() if "good vs bad | all" in line and "static" in line)
     assert row.split("|")[-3].strip() == "yes"
+    # Trained policies are compared with the untrained base; subsets under MIN_SUBSET_ITEMS items get no row.
+    assert any(f"good vs {BASE_LABEL} | all" in line for line in text.splitlines())
+    assert "| a |" in text  # the 20-item subsets of the toy benchmark keep their rows
 
 
 def test_report_without_results_says_what_to_run(tmp_path):

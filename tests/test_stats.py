@@ -265,6 +265,10 @@ def test_significance_table_rows_tests_and_correction():
     assert first["p"] == pytest.approx(expected) and first["correction"] == "holm"
     keys = {"comparison", "subset", "estimate", "ci_low", "ci_high", "p", "p_adjusted", "cohens_dz", "rank_biserial"}
     assert keys <= set(first)
+    # Subsets below min_subset_items get no row and do not enter the correction.
+    small = ["x"] * 57 + ["y"] * 3
+    kept = stats.significance_table(per_item, [("a", "b")], rng=rng(), subsets=small, min_subset_items=5)
+    assert [r["subset"] for r in kept] == ["all", "x"]
 
 
 def test_significance_table_unscored_subset_and_errors():

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from harness.executor import UNIT_FILE, finished, run_local, waves
-from harness.study import SpecError, load_study, plan
+from harness.study import BASE_LABEL, SpecError, load_study, plan
 
 SPEC = """\
 name: toy
@@ -27,17 +27,20 @@ def write_spec(tmp_path, text=SPEC):
 def test_plan_expands_methods_ablations_seeds_and_tasks(tmp_path):
     units = plan(load_study(write_spec(tmp_path)))
     kinds = [u.kind for u in units]
-    # 2 methods + 2 ablation points score the benchmark; only the 2 methods train (2 seeds) and evaluate (2 tasks).
+    # 2 methods + 2 ablation points score the benchmark; only the 2 methods train (2 seeds) and evaluate (2 tasks),
+    # and the untrained base model is evaluated on the same tasks and seeds, needing no training.
     assert kinds.count("static") == 4
     assert kinds.count("train") == 4
-    assert kinds.count("eval") == 8
+    assert kinds.count("eval") == 8 + 4
+    base = [u for u in units if u.method.label == BASE_LABEL]
+    assert len(base) == 4 and all(u.needs == () and u.config["policy"] == "smollm2-135m" for u in base)
     labels = {u.method.label for u in units if u.kind == "static"}
     assert labels == {"length", "random", "random[seed=2]", "random[seed=3]"}
     assert len({u.id for u in units}) == len(units)
     # Ids are stable across parses, so a re-run finds its finished units.
     assert [u.id for u in units] == [u.id for u in plan(load_study(tmp_path))]
     for unit in units:
-        if unit.kind == "eval":
+        if unit.kind == "eval" and unit not in base:
             assert unit.needs == (unit.config["policy"],)
 
 

@@ -1,7 +1,9 @@
 """Per-step telemetry of a co-evolution run, written to the run store as it happens.
 
 `runs/<run_id>/items.jsonl` gets one record per GRPO step (`kind: "step"`) and one per held-out evaluation
-(`kind: "eval"`); the manifest gets the final summary. A run is resumable only as a whole: a finished run is
+(`kind: "eval"`); the manifest gets the final summary. `telemetry.jsonl` next to it holds the same steps flattened
+to numbers (`rubrics.criteria_mean`, `pool.criteria`, ...), keyed by global step: the curves `harness report`
+draws. A run is resumable only as a whole: a finished run is
 reused, and an unfinished one (its weights were in memory) is moved aside and started again, so nothing
 finished is lost and no stale record is mixed into the new one.
 """
@@ -17,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.rubric import ParseTally, rubric_stats
-from harness.store import Run
+from harness.store import ResultLog, Run
 from harness.types import Rubric
+
+CURVES_LOG = "telemetry.jsonl"  # the name harness.results collects rubric telemetry curves from
 
 
 def open_run(root: Path, run_id: str, config: dict[str, Any]) -> Run:
@@ -53,17 +57,35 @@ def _clean(value: float) -> float | None:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
+def flatten_numbers(record: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The finite numbers of a nested record, under dotted keys (booleans and strings are left out).
+
+    >>> flatten_numbers({"reward_mean": 0.5, "role": "policy", "pool": {"criteria": 6, "x": float("nan")}})
+    {'reward_mean': 0.5, 'pool.criteria': 6.0}
+    """
+    out: dict[str, float] = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            out.update(flatten_numbers(value, f"{prefix}{key}."))
+        elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            out[f"{prefix}{key}"] = float(value)
+    return out
+
+
 class Telemetry:
-    """Appends step and evaluation records to a run's result log."""
+    """Appends step and evaluation records to a run's result log (and flat step curves to `telemetry.jsonl`)."""
 
     def __init__(self, run: Run) -> None:
         self.run = run
         self.steps = sum(1 for r in run.results.records() if r.get("kind") == "step")
+        self.curves = ResultLog(run.dir / CURVES_LOG)
 
     def step(self, record: dict[str, Any]) -> None:
         """Write one GRPO step's record."""
         self.steps += 1
         self.run.results.append({"key": f"step/{self.steps:05d}", "kind": "step", **record})
+        numbers = flatten_numbers({k: v for k, v in record.items() if k != "judge"})
+        self.curves.append({"key": f"step-{self.steps:06d}", "step": self.steps, "role": record.get("role"), **numbers})
 
     def evaluation(self, name: str, record: dict[str, Any]) -> None:
         """Write one held-out evaluation's record."""
