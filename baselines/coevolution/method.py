@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from baselines.coevolution import data
+from baselines.coevolution.audit import answer_oracle
 from baselines.coevolution.data import Prompt, chat_id, prompts_from_chats, split_items
 from baselines.coevolution.judging import FrozenJudge
 from baselines.coevolution.overrides import apply_overrides
@@ -54,8 +56,20 @@ class CoEvolutionMethod:
         raise NotImplementedError
 
     def default_data(self) -> tuple[list[Prompt], list[PreferenceItem], Any]:
-        """Prompts, held-out items and label oracle used when the fit context gives neither items nor prompts."""
-        raise NotImplementedError
+        """Prompts, held-out items and label oracle used when the fit context gives neither items nor prompts.
+
+        The config's `data` picks math-verified prompts with answers (the label-noise audit's oracle) or
+        HealthBench train-fold prompts; `n_prompts` and `n_heldout` size them.
+        """
+        c = self.config
+        if c.data == "math":
+            from tasks.math_verified import is_correct
+
+            prompts = data.math_prompts(c.n_prompts, c.session.seed)
+            heldout = data.drop_overlap(prompts, data.math_heldout_items(c.n_heldout, c.session.seed))
+            return prompts, heldout, answer_oracle({p.id: p.answer for p in prompts}, is_correct)
+        prompts = data.healthbench_prompts(c.n_prompts)
+        return prompts, data.drop_overlap(prompts, data.healthbench_heldout_items(c.n_heldout)), None
 
     def write_rubrics(self, prompts: Sequence[Chat], ids: Sequence[str]) -> list[Rubric | None]:
         """Rubrics for prompts not seen before (after `fit` or from a checkpoint)."""

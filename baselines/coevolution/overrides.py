@@ -28,6 +28,13 @@ def apply_overrides(config: T, overrides: dict[str, Any]) -> T:
     return replace(config, session=replace(session, **session_changes), **own_changes)  # type: ignore[type-var]
 
 
+def preset_config(method: str, presets: dict[str, T], preset: str, overrides: dict[str, Any]) -> T:
+    """`presets[preset]` with `overrides` applied; an unknown preset name raises a `ValueError` naming the choices."""
+    if preset not in presets:
+        raise ValueError(f"{method}: unknown preset {preset!r}; choose one of {sorted(presets)}")
+    return apply_overrides(presets[preset], overrides)
+
+
 def _coerce(name: str, value: Any, current: Any) -> Any:
     if name in _ROLE_SETTINGS and isinstance(value, dict):
         return replace(current, **value)

@@ -13,25 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.cli import parse_assignments
 from harness.methods import FitContext, create_method
-
-
-def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """`key=value` pairs; values are read as JSON when they parse (numbers, lists, booleans), else as strings.
-
-    >>> parse_overrides(["cycles=3", "age_window=[1,2]", "judge_model=smollm2-135m"])
-    {'cycles': 3, 'age_window': [1, 2], 'judge_model': 'smollm2-135m'}
-    """
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects key=value, got {pair!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 def main(method: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -43,7 +26,7 @@ def main(method: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    instance: Any = create_method(method, preset=args.preset, **parse_overrides(args.set))
+    instance: Any = create_method(method, preset=args.preset, **parse_assignments(args.set))
     instance.fit(FitContext(workdir=args.workdir, seed=args.seed))
     summary = {"method": method, "preset": args.preset, "command_seconds": time.perf_counter() - started}
     summary |= {"policy_dir": str(instance.policy_dir), "summary": instance.summary}

@@ -8,10 +8,13 @@ after every phase that the judge's weights have not moved.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from tqdm.auto import tqdm
 
 from baselines.coevolution.grpo import GRPOSettings, StepRecorder, make_optimizer, run_grpo_phase
 from baselines.coevolution.history import ResponseHistory
@@ -89,6 +92,35 @@ class Session:
         """Add telemetry to the record of the step in progress."""
         if self.recorder is not None:
             self.recorder.note(**fields)
+
+    def run_schedule(
+        self,
+        phases: Sequence[Phase],
+        train_phase: Callable[[Phase], None],
+        evaluate: Callable[[str], None],
+        eval_every: int,
+        desc: str,
+    ) -> float:
+        """Train each phase in order, timing it; return the wall seconds.
+
+        `evaluate` runs before training, after every `eval_every`-th generator phase, and at the end unless the
+        last phase was already followed by an evaluation.
+        """
+        started = time.perf_counter()
+        evaluate("initial")
+        generator_phases, evaluated = 0, True
+        for phase in tqdm(phases, desc=desc):
+            evaluated, phase_started = False, time.perf_counter()
+            train_phase(phase)
+            self.telemetry.phase(phase.index, phase.role, time.perf_counter() - phase_started)
+            if phase.role == "generator":
+                generator_phases += 1
+                if generator_phases % eval_every == 0:
+                    evaluate(f"phase-{phase.index}")
+                    evaluated = True
+        if not evaluated:
+            evaluate("final")
+        return time.perf_counter() - started
 
     def run_phase(self, phase: Phase, rows: Sequence[dict[str, Any]], reward_func: Callable[..., Any]) -> None:
         """Train `phase.role` for `phase.steps` GRPO steps, then check that the judge is unchanged."""

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from baselines.coevolution.grpo import GRPOSettings
-from baselines.coevolution.overrides import apply_overrides
+from baselines.coevolution.overrides import preset_config
 from baselines.coevolution.session import SessionConfig
 
 Pairing = Literal["temporal", "rubric_conditioned", "mixed"]
@@ -131,6 +131,4 @@ PRESETS: dict[str, EvoLMConfig] = {
 
 def make_config(preset: str = "cpu", **overrides: Any) -> EvoLMConfig:
     """A preset with keyword overrides (fields of `EvoLMConfig` or of its `SessionConfig`)."""
-    if preset not in PRESETS:
-        raise ValueError(f"evolm: unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    return apply_overrides(PRESETS[preset], overrides)
+    return preset_config("evolm", PRESETS, preset, overrides)

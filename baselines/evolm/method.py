@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from baselines.coevolution import data
-from baselines.coevolution.audit import answer_oracle
 from baselines.coevolution.method import CoEvolutionMethod
 from baselines.coevolution.roles import generator_chat
 from baselines.evolm.config import EvoLMConfig
@@ -32,18 +30,6 @@ class EvoLM(CoEvolutionMethod):
     def make_trainer(self, config: Any, run: Run, prompts: list, heldout: list, oracle: Any) -> EvoLMTrainer:
         """An EvoLM trainer over the run."""
         return EvoLMTrainer(config, run, prompts, heldout, oracle, self._judge_backend)
-
-    def default_data(self) -> tuple[list, list, Any]:
-        """Math-verified prompts with answers (label-noise audit on) or HealthBench train-fold prompts."""
-        c = self.config
-        if c.data == "math":
-            from tasks.math_verified import is_correct
-
-            prompts = data.math_prompts(c.n_prompts, c.session.seed)
-            heldout = data.drop_overlap(prompts, data.math_heldout_items(c.n_heldout, c.session.seed))
-            return prompts, heldout, answer_oracle({p.id: p.answer for p in prompts}, is_correct)
-        prompts = data.healthbench_prompts(c.n_prompts)
-        return prompts, data.drop_overlap(prompts, data.healthbench_heldout_items(c.n_heldout)), None
 
     def write_rubrics(self, prompts: Sequence[Chat], ids: Sequence[str]) -> list[Rubric | None]:
         """Greedy rubrics from the trained generator, parsed and counted in `self.tally`."""

@@ -11,12 +11,9 @@ generator trains on the discriminative utility of the rubrics it samples for the
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-
-from tqdm.auto import tqdm
 
 from baselines.coevolution.audit import ContrastPair, Oracle, default_windows, history_pairs, label_noise
 from baselines.coevolution.data import Prompt
@@ -60,24 +57,9 @@ class EvoLMTrainer:
 
     def train(self, phases: Sequence[Phase]) -> dict[str, Any]:
         """Run the phases (evaluating held-out utility before and after generator phases); return the summary."""
-        started = time.perf_counter()
-        self.evaluate("initial")
-        generator_phases, evaluated = 0, True
-        for phase in tqdm(phases, desc="evolm phases"):
-            evaluated, phase_started = False, time.perf_counter()
-            if phase.role == "policy":
-                self.policy_phase(phase)
-                self.session.telemetry.phase(phase.index, phase.role, time.perf_counter() - phase_started)
-                continue
-            self.generator_phase(phase)
-            self.session.telemetry.phase(phase.index, phase.role, time.perf_counter() - phase_started)
-            generator_phases += 1
-            if generator_phases % self.config.eval_every == 0:
-                self.evaluate(f"phase-{phase.index}")
-                evaluated = True
-        if not evaluated:
-            self.evaluate("final")
-        return self.summary(time.perf_counter() - started)
+        train_phase = lambda p: (self.policy_phase if p.role == "policy" else self.generator_phase)(p)  # noqa: E731
+        seconds = self.session.run_schedule(phases, train_phase, self.evaluate, self.config.eval_every, "evolm phases")
+        return self.summary(seconds)
 
     def save_extra(self, directory: Path) -> None:
         """EvoLM keeps nothing besides the models (pairs and rubrics are already in the run store)."""

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from baselines.coevolution.grpo import GRPOSettings
-from baselines.coevolution.overrides import apply_overrides
+from baselines.coevolution.overrides import preset_config
 from baselines.coevolution.session import SessionConfig
 
 DataSource = Literal["healthbench", "math"]
@@ -119,6 +119,4 @@ PRESETS: dict[str, EvoRubricConfig] = {
 
 def make_config(preset: str = "cpu", **overrides: Any) -> EvoRubricConfig:
     """A preset with keyword overrides (fields of `EvoRubricConfig` or of its `SessionConfig`)."""
-    if preset not in PRESETS:
-        raise ValueError(f"evorubric: unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    return apply_overrides(PRESETS[preset], overrides)
+    return preset_config("evorubric", PRESETS, preset, overrides)

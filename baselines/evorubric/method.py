@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from baselines.coevolution import data
-from baselines.coevolution.audit import answer_oracle
 from baselines.coevolution.method import CoEvolutionMethod
 from baselines.evorubric.config import EvoRubricConfig
 from baselines.evorubric.pool import MemoryPool
@@ -39,18 +38,6 @@ class EvoRubric(CoEvolutionMethod):
         if config.seed_expert:
             prompts = with_expert_rubrics(prompts)
         return EvoRubricTrainer(config, run, prompts, heldout, self._judge_backend)
-
-    def default_data(self) -> tuple[list, list, Any]:
-        """Short HealthBench train-fold prompts with expert rubrics, or math-verified prompts."""
-        c = self.config
-        if c.data == "math":
-            from tasks.math_verified import is_correct
-
-            prompts = data.math_prompts(c.n_prompts, c.session.seed)
-            heldout = data.drop_overlap(prompts, data.math_heldout_items(c.n_heldout, c.session.seed))
-            return prompts, heldout, answer_oracle({p.id: p.answer for p in prompts}, is_correct)
-        prompts = data.healthbench_prompts(c.n_prompts)
-        return prompts, data.drop_overlap(prompts, data.healthbench_heldout_items(c.n_heldout)), None
 
     def adopt(self, run: Run) -> None:
         """Load the trained pool as well as the models."""

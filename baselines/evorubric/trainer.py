@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-from tqdm.auto import tqdm
 
 from baselines.coevolution.data import Prompt, chat_id
 from baselines.coevolution.heldout import EVAL_KEYS, heldout_record
@@ -70,24 +67,11 @@ class EvoRubricTrainer:
 
     def train(self, phases: Sequence[Phase]) -> dict[str, Any]:
         """Run the phases and return the summary."""
-        started = time.perf_counter()
-        self.evaluate("initial")
-        generator_phases, evaluated = 0, True
-        for phase in tqdm(phases, desc="evorubric phases"):
-            evaluated, phase_started = False, time.perf_counter()
-            if phase.role == "policy":
-                self.reasoner_phase(phase)
-                self.session.telemetry.phase(phase.index, phase.role, time.perf_counter() - phase_started)
-                continue
-            self.generator_phase(phase)
-            self.session.telemetry.phase(phase.index, phase.role, time.perf_counter() - phase_started)
-            generator_phases += 1
-            if generator_phases % self.config.eval_every == 0:
-                self.evaluate(f"phase-{phase.index}")
-                evaluated = True
-        if not evaluated:
-            self.evaluate("final")
-        return self.summary(time.perf_counter() - started)
+        train_phase = lambda p: (self.reasoner_phase if p.role == "policy" else self.generator_phase)(p)  # noqa: E731
+        seconds = self.session.run_schedule(
+            phases, train_phase, self.evaluate, self.config.eval_every, "evorubric phases"
+        )
+        return self.summary(seconds)
 
     def save_extra(self, directory: Path) -> None:
         """Save the memory pool next to the models (the method's `rubrics()` reads it)."""
