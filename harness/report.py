@@ -22,7 +22,7 @@ from harness import plots, stats
 from harness.report_render import Block, render_html, render_markdown
 from harness.results import StudyResults, collect
 from harness.store import atomic_write_text
-from harness.study import BASE_LABEL, Study, ablation_methods, load_study
+from harness.study import BASE_LABEL, Study, ablation_methods, ablation_parent, load_study
 
 N_RESAMPLES = 2_000
 MIN_SUBSET_ITEMS = 5  # per-subset significance rows below this many items are noise, and cost the correction
@@ -222,7 +222,7 @@ def _ablation_section(study: Study, res: StudyResults, figs: Path) -> list[Block
     est = static_estimates(res.static, bench)
     for i, ablation in enumerate(study.ablations):
         points = [m.label for a, m in ablation_methods(study) if a is ablation and m.label in est]
-        parent = next((m.label for m in study.methods if m.name == ablation.method), None)
+        parent = ablation_parent(study, ablation).label
         shown = ([parent] if parent in est else []) + points
         rows = [[label, fmt(est[label]), est[label].n] for label in shown]
         blocks += [

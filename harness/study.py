@@ -263,16 +263,39 @@ def load_study(path: str | Path) -> Study:
     unknown = sorted(set(study.downstream.methods or ()) - set(labels)) if study.downstream else []
     if unknown:
         raise SpecError(f"{where('downstream', 'methods')}: downstream.methods names unknown methods {unknown}")
+    known = set(labels) | {m.name for m in study.methods}
+    for i, ablation in enumerate(study.ablations):
+        if ablation.method not in known and ablation.method not in _installed_methods():
+            raise SpecError(
+                f"{where('ablations', i, 'method')}: ablations[{i}].method {ablation.method!r} is neither a method "
+                f"label of this study {sorted(labels)} nor an installed method"
+            )
     return study
 
 
+def _installed_methods() -> set[str]:
+    from harness.methods import available_methods
+
+    return {m.name for m in available_methods()}
+
+
 # ----------------------------------------------------------------------------------------------- planning
+def ablation_parent(study: Study, ablation: Ablation) -> MethodSpec:
+    """The method an ablation varies.
+
+    That is the study's method with the ablation's `method` as label, else the first with it as name, else the
+    installed method of that name with default kwargs.
+    """
+    by_label = {m.label: m for m in study.methods}
+    by_name = {m.name: m for m in reversed(study.methods)}
+    return by_label.get(ablation.method) or by_name.get(ablation.method) or MethodSpec(ablation.method)
+
+
 def ablation_methods(study: Study) -> list[tuple[Ablation, MethodSpec]]:
     """Every grid point of every ablation as its own method, labelled by the kwargs it changes."""
-    base = {m.name: m for m in study.methods}
     out = []
     for ablation in study.ablations:
-        parent = base.get(ablation.method, MethodSpec(ablation.method))
+        parent = ablation_parent(study, ablation)
         keys = list(ablation.grid)
         for values in itertools.product(*(ablation.grid[k] for k in keys)):
             change = dict(zip(keys, values, strict=True))

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from harness.executor import UNIT_FILE, finished, run_local, waves
-from harness.study import BASE_LABEL, SpecError, load_study, plan
+from harness.study import BASE_LABEL, SpecError, ablation_methods, load_study, plan
 
 SPEC = """\
 name: toy
@@ -133,3 +133,13 @@ def test_ray_executor_matches_local(tmp_path):
         ray.shutdown()
     assert sorted(r["id"] for r in records) == sorted(u.id for u in units)
     assert all(finished(tmp_path / "runs", u) for u in units)
+
+
+def test_an_ablation_of_a_labelled_method_keeps_its_kwargs_and_unknown_parents_are_rejected(tmp_path):
+    spec = SPEC.replace("  - {method: random, grid: {seed: [2, 3]}}", "  - {method: coin, grid: {seed: [2]}}")
+    labelled = "  - {name: random, label: coin, kwargs: {seed: 1, x: 0}}"
+    spec = spec.replace("  - {name: random, kwargs: {seed: 1}}", labelled)
+    (point,) = [m for _, m in ablation_methods(load_study(write_spec(tmp_path, spec)))]
+    assert (point.name, point.label, dict(point.kwargs)) == ("random", "coin[seed=2]", {"seed": 2, "x": 0})
+    with pytest.raises(SpecError, match=r"study.yaml:\d+: ablations\[0\].method 'nope'"):
+        load_study(write_spec(tmp_path, spec.replace("{method: coin,", "{method: nope,")))
