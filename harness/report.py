@@ -268,10 +268,12 @@ def _curves_section(res: StudyResults, figs: Path) -> list[Block]:
         numeric = sorted(numeric, key=lambda c: TELEMETRY_FIRST.index(c) if c in TELEMETRY_FIRST else 99)[:6]
         blocks.append(Block.heading("Rubric telemetry"))
         for col in numeric:
-            by = ["method", "seed", "role"] if "role" in res.telemetry.columns else ["method", "seed"]
+            # Co-evolution logs both roles' steps: one line per (method, seed, role); other runs have no role.
+            frame = res.telemetry.dropna(subset=[col])
+            frame = frame.assign(role=frame["role"].fillna("") if "role" in frame else "")
             series = {
-                " ".join([str(key[0]), f"s{key[1]}", *map(str, key[2:])]): (g.step.to_numpy(), g[col].to_numpy(float))
-                for key, g in res.telemetry.dropna(subset=[col]).groupby(by)
+                " ".join(str(k) for k in (method, f"s{seed}", role) if k): (g.step.to_numpy(), g[col].to_numpy(float))
+                for (method, seed, role), g in frame.groupby(["method", "seed", "role"])
             }
             fig = plots.step_curves(series, ylabel=col, title=col)
             blocks.append(Block.figure(figs, f"telemetry-{_slug(col)}", fig, col))
@@ -320,9 +322,13 @@ def write_report(study_dir: str | Path, runs_root: str | Path | None = None) -> 
         raise FileNotFoundError(f"no finished units under {root}: run `harness run {study.path}` first")
     figs = study.dir / "figures"
     figs.mkdir(parents=True, exist_ok=True)
+    before = set(figs.glob("*.png"))
     blocks = build(study, res, figs)
     atomic_write_text(study.dir / "report.md", render_markdown(blocks, study.dir))
     atomic_write_text(study.dir / "report.html", render_html(blocks, study.dir))
+    drawn = {b.path for b in blocks if b.kind == "figure"}
+    for stale in before - drawn:  # figures of an earlier report that this one no longer shows
+        stale.unlink()
     return study.dir / "report.md"
 
 

@@ -88,11 +88,11 @@ def _downstream_rows(unit: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _step_rows(unit: dict[str, Any], name: str) -> list[dict[str, Any]]:
+def _step_rows(unit: dict[str, Any], name: str, where: str = "run_dir") -> list[dict[str, Any]]:
     rows = []
-    for path in sorted(Path(unit["summary"]["run_dir"]).rglob(name)):
+    for path in sorted(Path(unit["summary"][where]).rglob(name)):
         for r in ResultLog(path).records():
-            rows.append({"method": unit["method"]["label"], "seed": unit["config"]["seed"], **r})
+            rows.append({"method": unit["method"]["label"], "seed": unit["config"].get("seed", 0), **r})
     return rows
 
 
@@ -109,6 +109,8 @@ def collect(root: Path) -> StudyResults:
     for unit in units:
         if unit["kind"] == "static":
             static += _static_rows(unit, Path(root) / unit["id"])
+            if unit["summary"].get("fit_dir"):  # the method's own training (co-evolution) logged telemetry
+                telemetry += _step_rows(unit, TELEMETRY_LOG, "fit_dir")
         elif unit["kind"] == "eval":
             downstream += _downstream_rows(unit)
         elif unit["kind"] == "train":

@@ -54,12 +54,16 @@ def run_static(unit: Unit, where: Path, deps: dict[str, Path]) -> dict[str, Any]
         return [{"method": unit.method.label, **r.to_dict()} for r in item_results(batch, scores)]
 
     records = run_pending(run.results, items, key=lambda it: it.id, compute=compute, desc=f"{unit.method.label}")
-    return {
+    summary = {
         "items": len(records),
         "best_of_n": _mean([r["credit"] for r in records]),
         "pairwise": _mean([r["pair_credit"] for r in records]),
         "unscored": sum(math.isnan(r["credit"]) for r in records),
     }
+    fit_dir = getattr(loaded[0], "run_dir", None) if loaded else None
+    if fit_dir is not None:  # a method that trains with telemetry (co-evolution): the report draws its curves
+        summary["fit_dir"] = str(fit_dir)
+    return summary
 
 
 def run_train(unit: Unit, where: Path, deps: dict[str, Path]) -> dict[str, Any]:

@@ -34,6 +34,11 @@ def fake_runner(unit, where, deps):
                 {"key": f"i{i}", "id": f"i{i}", "subset": "ab"[i % 2], "chosen_scores": [1.0],
                  "rejected_scores": [0.0, 0.5, 2.0 - won * 2], "credit": float(won), "pair_credit": float(won)}
             )  # fmt: skip
+        if unit.method.label == "coin":  # a method that trains itself while fitting (co-evolution) logs telemetry
+            fit = ResultLog(where / "fit" / "telemetry.jsonl")
+            for step in range(3):
+                fit.append({"key": f"f{step}", "step": step, "role": "generator", "pool.criteria": float(step)})
+            return {"fit_dir": str(where / "fit")}
         return {}
     if unit.kind == "train":
         run = Run(where, "train", {})
@@ -70,6 +75,8 @@ def test_collect_reads_every_kind_of_unit(stored_study):
     assert len(res.downstream) == 4 * 2 * 30  # (methods + untrained base) x seeds x items
     assert {"proxy_reward", "gold_accuracy"} <= set(res.curves.columns)
     assert "label_only_share" in res.telemetry.columns
+    fit_rows = res.telemetry.dropna(subset=["pool.criteria"])
+    assert set(fit_rows.method) == {"coin"} and list(fit_rows.step) == [0, 1, 2]
 
 
 def test_report_has_every_section_and_its_figures(stored_study):
@@ -86,7 +93,10 @@ def test_report_has_every_section_and_its_figures(stored_study):
         "Provenance",
     ):
         assert section in text, section
+    (stored_study / "figures" / "from-an-older-report.png").write_bytes(b"")
+    write_report(stored_study, stored_study / "runs")  # a re-run removes figures it no longer draws
     figures = sorted(p.name for p in (stored_study / "figures").glob("*.png"))
+    assert "from-an-older-report.png" not in figures
     assert "inversion.png" in figures and "curves-good.png" in figures and "ablation-0.png" in figures
     for name in figures:
         assert f"figures/{name}" in text

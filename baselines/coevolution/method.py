@@ -43,6 +43,7 @@ class CoEvolutionMethod:
         self.config = config
         self.generator_dir = Path(checkpoint) if checkpoint else None
         self.policy_dir: Path | None = None
+        self.run_dir: Path | None = None
         self.summary: dict[str, Any] | None = None
         self.tally = ParseTally()
         self._judge_backend = judge_backend
@@ -77,6 +78,7 @@ class CoEvolutionMethod:
 
     def adopt(self, run: Run) -> None:
         """Load what a finished run produced (subclasses add their own artefacts)."""
+        self.run_dir = run.dir  # telemetry.jsonl, items.jsonl: what `harness report` draws
         self.summary = run.manifest["summary"]
         self.policy_dir = Path(run.manifest["policy_dir"])
         self.generator_dir = Path(run.manifest["generator_dir"])

@@ -23,6 +23,8 @@ from harness.store import ResultLog, Run
 from harness.types import Rubric
 
 CURVES_LOG = "telemetry.jsonl"  # the name harness.results collects rubric telemetry curves from
+# Step counters and cumulative judge counts stay in items.jsonl; the curves hold what changes with training.
+NOT_CURVES = {"judge", "phase", "cycle", "global_step", "policy_step", "phase_step"}
 
 
 def open_run(root: Path, run_id: str, config: dict[str, Any]) -> Run:
@@ -84,7 +86,7 @@ class Telemetry:
         """Write one GRPO step's record."""
         self.steps += 1
         self.run.results.append({"key": f"step/{self.steps:05d}", "kind": "step", **record})
-        numbers = flatten_numbers({k: v for k, v in record.items() if k != "judge"})
+        numbers = flatten_numbers({k: v for k, v in record.items() if k not in NOT_CURVES})
         self.curves.append({"key": f"step-{self.steps:06d}", "step": self.steps, "role": record.get("role"), **numbers})
 
     def evaluation(self, name: str, record: dict[str, Any]) -> None:
