@@ -194,6 +194,19 @@ def _significance_rows(per_item: dict[str, np.ndarray], labels: list[str], subse
 
 
 def _significance_section(study: Study, res: StudyResults) -> list[Block]:
+    rows = significance_rows(study, res)
+    text = (
+        "Paired comparisons on the same items: difference a - b with a paired bootstrap 95% CI; exact McNemar for "
+        "0/1 outcomes, else a paired permutation test; p-values Holm-corrected within each table family; effect "
+        f"size Cohen's d_z. Subsets with fewer than {MIN_SUBSET_ITEMS} items get no row of their own."
+    )
+    headers = ["family", "comparison", "subset", "n", "a - b [95% CI]", "test", "p", "p (Holm)", "sig.", "d_z"]
+    body = [Block.table(headers, rows)] if rows else [Block.paragraph("Fewer than two methods: nothing to compare.")]
+    return [Block.heading("Significance"), Block.paragraph(text), *body]
+
+
+def significance_rows(study: Study, res: StudyResults) -> list[list[Any]]:
+    """The significance table's rows: static benchmarks (overall and per subset), then each downstream task."""
     labels = base_labels(study)
     rows: list[list[Any]] = []
     for bench, frame in res.static.groupby("benchmark", sort=False) if not res.static.empty else []:
@@ -204,14 +217,54 @@ def _significance_section(study: Study, res: StudyResults) -> list[Block]:
     for task, frame in res.downstream.groupby("task", sort=False) if not res.downstream.empty else []:
         per_item = aligned(frame, ["seed", "item"], "score", policies)
         rows += _significance_rows(per_item, policies, None, f"policy: {task}")
-    text = (
-        "Paired comparisons on the same items: difference a - b with a paired bootstrap 95% CI; exact McNemar for "
-        "0/1 outcomes, else a paired permutation test; p-values Holm-corrected within each table family; effect "
-        f"size Cohen's d_z. Subsets with fewer than {MIN_SUBSET_ITEMS} items get no row of their own."
+    return rows
+
+
+def _findings_section(study: Study, res: StudyResults) -> list[Block]:
+    """What the stored numbers support, read off their CIs and corrected tests by fixed rules (no judgement)."""
+    lines: list[str] = []
+    if not res.static.empty:
+        bench = study.benchmarks[0].name
+        best = _in_order(study, static_estimates(res.static, bench))
+        frame = res.static[res.static.benchmark == bench]
+        chance = float(frame.drop_duplicates("item")["chance"].mean())
+        above = [m for m, e in best.items() if e.low > chance]
+        below = [m for m, e in best.items() if e.high < chance]
+        unscored = [m for m, e in best.items() if e.n == 0]
+        lines.append(
+            f"{bench}: best-of-N 95% CI above chance ({chance:.3f}) for {_names(above)}; below chance for "
+            f"{_names(below)}; every other method's CI includes chance."
+            + (f" No item was scored by {_names(unscored)}." if unscored else "")
+        )
+    rows = significance_rows(study, res)
+    overall = [r for r in rows if r[2] == "all"]
+    significant = [f"{r[1]} ({r[0]}: {r[4]})" for r in overall if r[8] == "yes"]
+    lines.append(
+        f"{len(significant)} of {len(overall)} overall paired comparisons are significant after Holm correction"
+        + (f": {'; '.join(significant)}." if significant else ".")
     )
-    headers = ["family", "comparison", "subset", "n", "a - b [95% CI]", "test", "p", "p (Holm)", "sig.", "d_z"]
-    body = [Block.table(headers, rows)] if rows else [Block.paragraph("Fewer than two methods: nothing to compare.")]
-    return [Block.heading("Significance"), Block.paragraph(text), *body]
+    if not res.static.empty and not res.downstream.empty:
+        static, _, corr = inversion(study, res)
+        if len(static) >= 2:
+            c = corr["spearman"]
+            decided = c.pvalue < 0.05 and (c.low > 0 or c.high < 0)  # a degenerate CI alone decides nothing
+            verdict = (
+                f"p = {c.pvalue:.3g}, so these data neither show nor rule out an inversion"
+                if not decided
+                else f"p = {c.pvalue:.3g}: the static ranking predicts the downstream ranking"
+                if c.low > 0
+                else f"p = {c.pvalue:.3g}: the static ranking is inversely related to the downstream ranking"
+            )
+            lines.append(
+                f"Static vs downstream over {len(static)} methods: Spearman {fmt((c.estimate, c.low, c.high))}; "
+                f"{verdict}."
+            )
+    text = "Read off the CIs and corrected tests below by fixed rules; nothing here is beyond what they show."
+    return [Block.heading("What these numbers support"), Block.paragraph(text), *map(Block.paragraph, lines)]
+
+
+def _names(methods: Sequence[str]) -> str:
+    return ", ".join(methods) if methods else "none"
 
 
 def _ablation_section(study: Study, res: StudyResults, figs: Path) -> list[Block]:
@@ -303,6 +356,7 @@ def build(study: Study, res: StudyResults, figs: Path) -> list[Block]:
     head = [Block.title(f"Study: {study.name}"), Block.paragraph(study.description or "")]
     return [
         *head,
+        *_findings_section(study, res),
         *_static_section(study, res, figs),
         *_downstream_section(study, res, figs),
         *_inversion_section(study, res, figs),

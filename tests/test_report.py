@@ -102,6 +102,11 @@ def test_report_has_every_section_and_its_figures(stored_study):
         assert f"figures/{name}" in text
     md_tables = sum(line.startswith("|---") for line in text.splitlines())
     assert (stored_study / "report.html").read_text().count("<table>") == md_tables > 0
+    # The findings restate what the CIs show, by rule: good (90% wins) is above the 1-in-4 chance of the toy items.
+    findings = text.split("## What these numbers support")[1].split("## Static")[0]
+    assert "above chance (0.250) for good, coin" in findings
+    assert "overall paired comparisons are significant" in findings
+    assert "3 methods: Spearman -1.000 [-1.00, -1.00]; p = 0.333, so these data neither show nor rule out" in findings
     # The inverted toy data must come out as a negative rank correlation.
     spearman = next(line for line in text.splitlines() if line.startswith("| spearman"))
     assert "| -1.000" in spearman
