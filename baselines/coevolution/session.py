@@ -17,6 +17,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from baselines.coevolution.grpo import GRPOSettings, StepRecorder, make_optimizer, run_grpo_phase
+from baselines.coevolution.heldout import EVAL_KEYS
 from baselines.coevolution.history import ResponseHistory
 from baselines.coevolution.judging import FrozenJudge
 from baselines.coevolution.roles import ROLE_PROMPTS_VERSION, ModelHandle
@@ -121,6 +122,29 @@ class Session:
         if not evaluated:
             evaluate("final")
         return time.perf_counter() - started
+
+    def run_summary(self, seconds: float, tallies: dict[str, ParseTally]) -> dict[str, Any]:
+        """The summary fields both trainers share.
+
+        Timings, step counts, skipped phases, parse and judge failures, held-out evaluations.
+        """
+        t = self.telemetry
+        steps = t.records("step")
+        return {
+            "wall_seconds": seconds,
+            "global_steps": self.global_step,
+            "policy_steps": self.policy_step,
+            "generator_steps": self.global_step - self.policy_step,
+            "skipped_phases": [r["phase"] for r in t.records("skip")],
+            "step_seconds": {
+                role: sum(r["step_seconds"] for r in steps if r["role"] == role) for role in ("policy", "generator")
+            },
+            "phase_seconds": {r["phase"]: r["seconds"] for r in t.records("phase")},
+            "parse": {name: tally.as_dict() for name, tally in tallies.items()},
+            "judge": self.judge.counts.as_dict(),
+            "evaluations": {r["name"]: {k: r[k] for k in EVAL_KEYS} for r in t.records("eval")},
+            "two_models": self.two_models,
+        }
 
     def run_phase(self, phase: Phase, rows: Sequence[dict[str, Any]], reward_func: Callable[..., Any]) -> None:
         """Train `phase.role` for `phase.steps` GRPO steps, then check that the judge is unchanged."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from baselines.coevolution.audit import ContrastPair, Oracle, default_windows, history_pairs, label_noise
 from baselines.coevolution.data import Prompt
-from baselines.coevolution.heldout import EVAL_KEYS, heldout_record
+from baselines.coevolution.heldout import heldout_record
 from baselines.coevolution.history import AgeWindow
 from baselines.coevolution.roles import generator_chat, policy_chat, policy_with_rubric_chat
 from baselines.coevolution.schedule import Phase
@@ -191,24 +191,7 @@ class EvoLMTrainer:
 
     def summary(self, seconds: float) -> dict[str, Any]:
         """Run summary: timings, counts, parse and judge failures, held-out evaluations, label-noise audit."""
-        s = self.session
-        evaluations = s.telemetry.records("eval")
-        steps = s.telemetry.records("step")
-        summary = {
-            "wall_seconds": seconds,
-            "global_steps": s.global_step,
-            "policy_steps": s.policy_step,
-            "generator_steps": s.global_step - s.policy_step,
-            "skipped_phases": [r["phase"] for r in s.telemetry.records("skip")],
-            "step_seconds": {
-                role: sum(r["step_seconds"] for r in steps if r["role"] == role) for role in ("policy", "generator")
-            },
-            "phase_seconds": {r["phase"]: r["seconds"] for r in s.telemetry.records("phase")},
-            "parse": {name: tally.as_dict() for name, tally in self.tallies.items()},
-            "judge": s.judge.counts.as_dict(),
-            "evaluations": {r["name"]: {k: r[k] for k in EVAL_KEYS} for r in evaluations},
-            "two_models": s.two_models,
-        }
+        summary = self.session.run_summary(seconds, self.tallies)
         if self.oracle is not None:
             summary["label_noise"] = self.audit()
         return summary

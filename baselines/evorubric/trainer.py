@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from baselines.coevolution.data import Prompt, chat_id
-from baselines.coevolution.heldout import EVAL_KEYS, heldout_record
+from baselines.coevolution.heldout import heldout_record
 from baselines.coevolution.roles import policy_chat, question_text
 from baselines.coevolution.schedule import Phase
 from baselines.coevolution.session import Session
@@ -151,24 +151,9 @@ class EvoRubricTrainer:
 
     def summary(self, seconds: float) -> dict[str, Any]:
         """Run summary: timings, counts, parse and judge failures, pool, held-out evaluations."""
-        s = self.session
-        steps = s.telemetry.records("step")
         pools = [self.pool.rubric(pid) for pid in self.prompts]
-        return {
-            "wall_seconds": seconds,
-            "global_steps": s.global_step,
-            "policy_steps": s.policy_step,
-            "generator_steps": s.global_step - s.policy_step,
-            "skipped_phases": [r["phase"] for r in s.telemetry.records("skip")],
-            "step_seconds": {
-                role: sum(r["step_seconds"] for r in steps if r["role"] == role) for role in ("policy", "generator")
-            },
-            "parse": {name: tally.as_dict() for name, tally in self.tallies.items()},
-            "judge": s.judge.counts.as_dict(),
-            "pool": {**self.pool.stats(), "rubrics": rubric_summary(pools)},
-            "phase_seconds": {r["phase"]: r["seconds"] for r in s.telemetry.records("phase")},
-            "evaluations": {r["name"]: {k: r[k] for k in EVAL_KEYS} for r in s.telemetry.records("eval")},
-        }
+        pool = {**self.pool.stats(), "rubrics": rubric_summary(pools)}
+        return {**self.session.run_summary(seconds, self.tallies), "pool": pool}
 
 
 class _PolicyJudge:
