@@ -22,7 +22,7 @@ def evolm(preset: str = "cpu", checkpoint: str | None = None, **options: Any) ->
     """EvoLM: policy and rubric generator co-evolved by GRPO, rubrics applied by a frozen judge.
 
     Args:
-        preset: "test" (tiny-random), "cpu" (SmolLM2-135M, ~15 min) or "gpu".
+        preset: "test" (tiny-random), "cpu" (SmolLM2-135M; tens of minutes on 2 cores) or "gpu".
         checkpoint: A trained generator directory, to score without fitting.
         **options: Overrides of `EvoLMConfig` or `SessionConfig` fields (e.g. `age_window=(5, 20)`,
             `pairing="mixed"`, `generator_model="smollm2-135m"` for the two-model configuration).

@@ -6,7 +6,9 @@ ages 20-100 (`replay_buffer_gap/gap20_100`), binary pairwise reward with optiona
 the generator's GRPO rollouts), policy temperature 1.0, constant learning rate. Presets:
 - `test`: tiny-random everywhere; seconds; exercises every code path, learns nothing.
 - `cpu`: the embedded SmolLM2-135M as policy, generator and (a separate, frozen copy) judge; 2 cycles of 3 steps
-  on 16 math prompts; about 15 minutes on 2 quiet cores.
+  on 16 math prompts. Measured on 2 cores shared with other jobs: 24 min for the first policy phase (3 steps,
+  rubric writing included) and 22 min for the first generator phase, so the whole preset takes well over the
+  20-minute target; `cycles=1, steps_per_phase=2` (the evolm-inversion study) is the practical CPU size.
 - `gpu`: a GPU budget close to EvoLM's per-phase shape (8 prompts x 8 samples, 50-step phases, ages 20-100);
   set `base_model`/`judge_model` to larger models where they are available.
 """
