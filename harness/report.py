@@ -228,12 +228,14 @@ def _findings_section(study: Study, res: StudyResults) -> list[Block]:
         best = _in_order(study, static_estimates(res.static, bench))
         frame = res.static[res.static.benchmark == bench]
         chance = float(frame.drop_duplicates("item")["chance"].mean())
-        above = [m for m, e in best.items() if e.low > chance]
-        below = [m for m, e in best.items() if e.high < chance]
+        # A degenerate CI (every resample equal, e.g. 0 of 4 items) is no evidence either way.
+        decided = {m: e for m, e in best.items() if e.low < e.high}
+        above = [m for m, e in decided.items() if e.low > chance]
+        below = [m for m, e in decided.items() if e.high < chance]
         unscored = [m for m, e in best.items() if e.n == 0]
         lines.append(
             f"{bench}: best-of-N 95% CI above chance ({chance:.3f}) for {_names(above)}; below chance for "
-            f"{_names(below)}; every other method's CI includes chance."
+            f"{_names(below)}; every other method's CI includes chance or is degenerate (no spread over items)."
             + (f" No item was scored by {_names(unscored)}." if unscored else "")
         )
     rows = significance_rows(study, res)
@@ -288,6 +290,8 @@ def _ablation_section(study: Study, res: StudyResults, figs: Path) -> list[Block
     return blocks
 
 
+# Counters that runs log with their steps (co-evolution's phase and cycle numbers): positions, not measurements.
+STEP_COUNTERS = ("phase", "cycle", "global_step", "policy_step", "phase_step")
 # Rubric telemetry drawn first when a run logs it (co-evolution runs log dozens of numbers per step).
 TELEMETRY_FIRST = [
     "reward_mean",
@@ -316,7 +320,9 @@ def _curves_section(res: StudyResults, figs: Path) -> list[Block]:
             caption = f"{method}: proxy reward (solid) vs held-out gold accuracy (dashed), mean over seeds"
             blocks.append(Block.figure(figs, f"curves-{_slug(method)}", fig, caption))
     if not res.telemetry.empty:
-        numeric = [c for c in res.telemetry.columns if c not in ("method", "seed", "step", "key")]
+        numeric = [
+            c for c in res.telemetry.columns if c not in ("method", "seed", "source", "step", "key", *STEP_COUNTERS)
+        ]
         numeric = [c for c in numeric if pd.api.types.is_numeric_dtype(res.telemetry[c])]
         numeric = sorted(numeric, key=lambda c: TELEMETRY_FIRST.index(c) if c in TELEMETRY_FIRST else 99)[:6]
         blocks.append(Block.heading("Rubric telemetry"))
@@ -324,9 +330,13 @@ def _curves_section(res: StudyResults, figs: Path) -> list[Block]:
             # Co-evolution logs both roles' steps: one line per (method, seed, role); other runs have no role.
             frame = res.telemetry.dropna(subset=[col])
             frame = frame.assign(role=frame["role"].fillna("") if "role" in frame else "")
+            # A method that trains while fitting (static units) and again for its policy has two runs: "fit", "train".
             series = {
-                " ".join(str(k) for k in (method, f"s{seed}", role) if k): (g.step.to_numpy(), g[col].to_numpy(float))
-                for (method, seed, role), g in frame.groupby(["method", "seed", "role"])
+                " ".join(str(k) for k in (method, f"s{seed}", source, role) if k): (
+                    g.step.to_numpy(),
+                    g[col].to_numpy(float),
+                )
+                for (method, seed, source, role), g in frame.groupby(["method", "seed", "source", "role"])
             }
             fig = plots.step_curves(series, ylabel=col, title=col)
             blocks.append(Block.figure(figs, f"telemetry-{_slug(col)}", fig, col))

@@ -89,10 +89,14 @@ def _downstream_rows(unit: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _step_rows(unit: dict[str, Any], name: str, where: str = "run_dir") -> list[dict[str, Any]]:
+    """Step records under the unit's run (`source` "train") or the method's own fit (`source` "fit")."""
     rows = []
+    source = "fit" if where == "fit_dir" else "train"
     for path in sorted(Path(unit["summary"][where]).rglob(name)):
         for r in ResultLog(path).records():
-            rows.append({"method": unit["method"]["label"], "seed": unit["config"].get("seed", 0), **r})
+            rows.append(
+                {"method": unit["method"]["label"], "seed": unit["config"].get("seed", 0), "source": source, **r}
+            )
     return rows
 
 
