@@ -10,6 +10,7 @@ reused, so calling `fit` again with the same inputs trains nothing.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ FIT_OPTIONS = ("prompts", "heldout_items")
 POLICY_OPTIONS = ("heldout_items", "lora", "probe", "callbacks")
 
 
-class CoEvolutionMethod:
+class CoEvolutionMethod(ABC):
     """Shared reward-method behaviour of EvoLM and EvoRubric; subclasses provide the trainer and the rubrics."""
 
     name = "coevolution"
@@ -52,9 +53,9 @@ class CoEvolutionMethod:
         self._rubrics: dict[str, Rubric | None] = {}
 
     # ----------------------------------------------------------------------------------------- hooks
+    @abstractmethod
     def make_trainer(self, config: Any, run: Run, prompts: list[Prompt], heldout: list, oracle: Any) -> Any:
         """The method's trainer (with `.train(phases) -> summary`, `.session`, `.save_extra(dir)`)."""
-        raise NotImplementedError
 
     def default_data(self) -> tuple[list[Prompt], list[PreferenceItem], Any]:
         """Prompts, held-out items and label oracle used when the fit context gives neither items nor prompts.
@@ -72,9 +73,9 @@ class CoEvolutionMethod:
         prompts = data.healthbench_prompts(c.n_prompts)
         return prompts, data.drop_overlap(prompts, data.healthbench_heldout_items(c.n_heldout)), None
 
+    @abstractmethod
     def write_rubrics(self, prompts: Sequence[Chat], ids: Sequence[str]) -> list[Rubric | None]:
         """Rubrics for prompts not seen before (after `fit` or from a checkpoint)."""
-        raise NotImplementedError
 
     def adopt(self, run: Run) -> None:
         """Load what a finished run produced (subclasses add their own artefacts)."""
