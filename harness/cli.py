@@ -180,7 +180,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     if args.executor == "ray":
         run_ray(units, root, run_study_unit, address=args.ray_address)
     else:
-        run_local(units, root, run_study_unit, keep_going=args.keep_going)
+        run_local(units, root, run_study_unit, keep_going=args.keep_going, isolate=not args.in_process)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -253,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", choices=["local", "ray"], default="local")
     p.add_argument("--ray-address", help="Ray cluster address (default: start a local Ray instance)")
     p.add_argument("--keep-going", action="store_true", help="run the other units when one fails")
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="local executor: run every unit in this process (default: each in a child process, freeing its memory)",
+    )
     p = add("report", cmd_report)
     p.add_argument("study", help="the study folder (reports/<study>) or its study.yaml")
     p.add_argument("--runs", help="where the units are stored (default: runs/<study name>)")

@@ -45,6 +45,7 @@ class GRPOPreset:
     beta: float = 0.0  # KL coefficient; TRL's default 0 skips the reference model
     lora: bool = False
     lora_r: int = 16
+    micro_batch: int | None = None  # completions per forward/backward pass (see `batch_args`); None: the whole step
     use_vllm: bool = False  # GPU only: TRL generates with vLLM in the training process ("colocate")
     bf16: bool = False  # GPU only: this CPU has no native bf16 and runs it ~5x slower than fp32
 
@@ -81,14 +82,31 @@ def finished_policy(run_dir: Path) -> Path | None:
     return Path(recorded) if recorded and (Path(recorded) / "config.json").is_file() else None
 
 
+def batch_args(prompts_per_step: int, num_generations: int, micro_batch: int | None = None) -> dict[str, int]:
+    """GRPOConfig's batch arguments: one generation batch (`prompts_per_step` x `num_generations` completions) per
+    optimizer step, back-propagated in micro-batches of `micro_batch` completions by gradient accumulation.
+
+    The step's update is the same (TRL normalises the loss over the whole generation batch); only the activation
+    memory shrinks, by the number of micro-batches. None back-propagates the whole batch at once.
+    """
+    total = prompts_per_step * num_generations
+    micro = min(micro_batch or total, total)
+    if micro < 1 or total % micro:
+        raise ValueError(f"micro_batch must divide the {total} completions of a step, got {micro_batch}")
+    return {
+        "per_device_train_batch_size": micro,
+        "gradient_accumulation_steps": total // micro,
+        "num_generations": num_generations,
+    }
+
+
 def _grpo_config(preset: GRPOPreset, ctx: PolicyContext, cuda: bool) -> Any:
     from trl import GRPOConfig
 
     return GRPOConfig(
         output_dir=str(Path(ctx.output_dir) / "checkpoints"),
         max_steps=ctx.steps,
-        per_device_train_batch_size=preset.prompts_per_step * preset.num_generations,
-        num_generations=preset.num_generations,
+        **batch_args(preset.prompts_per_step, preset.num_generations, preset.micro_batch),
         max_completion_length=preset.max_completion_length,
         learning_rate=preset.learning_rate,
         temperature=preset.temperature,

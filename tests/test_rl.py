@@ -1,6 +1,7 @@
 """Downstream RL on tiny-random: `harness train`, `harness eval`, resumption, LoRA, the over-optimisation monitor."""
 
 import json
+from pathlib import Path
 
 import pytest
 from transformers import TrainerCallback
@@ -65,6 +66,36 @@ def test_grpo_resumes_from_last_checkpoint_and_monitor_logs_both_series(tmp_path
     assert [r["step"] for r in rows] == [0, 1, 2]
     assert rows[0]["proxy_reward"] is None and all(isinstance(r["proxy_reward"], float) for r in rows[1:])
     assert all(0.0 <= r["gold_accuracy"] <= 1.0 for r in rows)  # test preset probes every step
+
+
+def test_micro_batches_give_the_update_of_the_whole_batch(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import torch
+    from safetensors.torch import load_file
+
+    from harness import catalog
+
+    base = load_file(Path(catalog.resolve("tiny-random")) / "model.safetensors")
+    deltas = {}
+    for micro in (None, 1):  # the test preset's 4 completions at once, or one at a time (4 accumulated passes)
+        monkeypatch.setitem(PRESETS, "test", replace(PRESETS["test"], micro_batch=micro))
+        policy = train_grpo(create_method("length"), _ctx(tmp_path / f"micro-{micro}", steps=1))
+        weights = load_file(policy / "model.safetensors")
+        deltas[micro] = torch.cat([(weights[k] - base[k]).flatten() for k in sorted(base)])
+    whole, micro = deltas[None], deltas[1]
+    assert whole.abs().max() > 1e-3  # the step changed the weights
+    # Adam's first update is lr * sign(gradient): equal wherever the gradient is not at rounding level.
+    assert (whole - micro).abs().le(1e-6).float().mean() > 0.999
+
+
+def test_micro_batch_must_divide_the_step():
+    from harness.rl import batch_args
+
+    assert batch_args(4, 4, 8) == {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 2, "num_generations": 4}
+    assert batch_args(4, 4, None)["gradient_accumulation_steps"] == 1
+    with pytest.raises(ValueError, match="micro_batch must divide the 16 completions"):
+        batch_args(4, 4, 3)
 
 
 class Unscored:

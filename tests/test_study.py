@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -111,6 +112,26 @@ def test_keep_going_skips_dependants_of_a_failed_unit_and_resumes_later(tmp_path
     calls.clear()
     run_local(units, root, recording_runner(calls))
     assert sorted(calls) == sorted([failed_train.id] + [u.id for u in dependants])
+
+
+def pid_runner(unit, where, deps):
+    """Module-level (a spawned child imports it by name): records which process ran the unit."""
+    if unit.kind == "eval":
+        raise ValueError(f"eval unit {unit.id} fails on purpose")
+    return {"pid": os.getpid()}
+
+
+def test_isolated_units_run_in_child_processes_and_their_errors_reach_the_parent(tmp_path):
+    units = plan(load_study(write_spec(tmp_path)))
+    root = tmp_path / "runs"
+    static = [u for u in units if u.kind == "static"][:2]
+    records = run_local(static, root, pid_runner, isolate=True)
+    pids = {r["summary"]["pid"] for r in records}
+    assert len(pids) == 2 and os.getpid() not in pids  # a fresh process per unit
+    assert all(finished(root, u) for u in static)
+    evals = [u for u in units if u.kind == "eval" and not u.needs]
+    with pytest.raises(ValueError, match="fails on purpose"):
+        run_local(evals[:1], root, pid_runner, isolate=True)
 
 
 def test_waves_respect_needs(tmp_path):

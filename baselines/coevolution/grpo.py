@@ -17,6 +17,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from harness.rl import batch_args
+
 # TRL metrics copied into each step record (TRL logs many more; these are the ones reports use).
 TRL_KEYS = ("loss", "reward", "reward_std", "frac_reward_zero_std", "kl", "entropy", "completions/mean_length")
 
@@ -31,12 +33,14 @@ class GRPOSettings:
     learning_rate: float
     temperature: float = 1.0
     beta: float = 0.0
+    micro_batch: int | None = None  # completions per forward/backward pass (harness.rl.batch_args)
 
     def __post_init__(self) -> None:
         if self.num_generations < 2:
             raise ValueError(f"GRPO needs num_generations >= 2 (a group to compare), got {self.num_generations}")
         if self.prompts_per_step < 1 or self.max_completion_length < 1:
             raise ValueError("prompts_per_step and max_completion_length must be >= 1")
+        batch_args(self.prompts_per_step, self.num_generations, self.micro_batch)  # raises if it does not divide
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for run configs."""
@@ -99,8 +103,7 @@ def grpo_config(settings: GRPOSettings, steps: int, model: Any, workdir: Path, s
     on_cpu = model.device.type == "cpu"
     return GRPOConfig(
         output_dir=str(workdir),
-        per_device_train_batch_size=settings.prompts_per_step * settings.num_generations,
-        num_generations=settings.num_generations,
+        **batch_args(settings.prompts_per_step, settings.num_generations, settings.micro_batch),
         max_completion_length=settings.max_completion_length,
         temperature=settings.temperature,
         beta=settings.beta,

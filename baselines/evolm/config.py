@@ -76,9 +76,11 @@ class EvoLMConfig:
         return {**asdict(self), "session": self.session.to_dict()}
 
 
-def _rubric_grpo(prompts: int, generations: int, length: int, learning_rate: float) -> GRPOSettings:
+def _rubric_grpo(
+    prompts: int, generations: int, length: int, learning_rate: float, micro_batch: int | None = None
+) -> GRPOSettings:
     """GRPO settings of the generator role, sampling at EvoLM's rubric temperature."""
-    return GRPOSettings(prompts, generations, length, learning_rate, temperature=RUBRIC_TEMPERATURE)
+    return GRPOSettings(prompts, generations, length, learning_rate, RUBRIC_TEMPERATURE, micro_batch=micro_batch)
 
 
 def _session(model: str, policy: GRPOSettings, generator: GRPOSettings, **kw: Any) -> SessionConfig:
@@ -90,7 +92,7 @@ PRESETS: dict[str, EvoLMConfig] = {
         session=_session(
             "tiny-random",
             GRPOSettings(prompts_per_step=2, num_generations=2, max_completion_length=8, learning_rate=1e-3),
-            _rubric_grpo(2, 2, 16, 1e-3),
+            _rubric_grpo(2, 2, 16, 1e-3, micro_batch=2),  # exercises gradient accumulation
             rubric_max_tokens=16,
             rubric_retries=0,
         ),
@@ -103,8 +105,8 @@ PRESETS: dict[str, EvoLMConfig] = {
     "cpu": EvoLMConfig(
         session=_session(
             "smollm2-135m",
-            GRPOSettings(prompts_per_step=4, num_generations=4, max_completion_length=64, learning_rate=5e-6),
-            _rubric_grpo(4, 4, 128, 5e-6),
+            GRPOSettings(4, 4, max_completion_length=64, learning_rate=5e-6, micro_batch=4),
+            _rubric_grpo(4, 4, 128, 5e-6, micro_batch=4),
             rubric_max_tokens=128,
             rubric_retries=2,  # SmolLM2-135M writes a parsable rubric about one time in three
         ),
@@ -117,8 +119,8 @@ PRESETS: dict[str, EvoLMConfig] = {
     "gpu": EvoLMConfig(
         session=_session(
             "smollm2-135m",
-            GRPOSettings(prompts_per_step=8, num_generations=8, max_completion_length=256, learning_rate=1e-6),
-            _rubric_grpo(8, 8, 512, 1e-6),
+            GRPOSettings(8, 8, max_completion_length=256, learning_rate=1e-6, micro_batch=16),
+            _rubric_grpo(8, 8, 512, 1e-6, micro_batch=16),
             device="cuda",
             rubric_max_tokens=512,
         ),

@@ -88,8 +88,8 @@ PRESETS: dict[str, EvoRubricConfig] = {
     "cpu": EvoRubricConfig(
         session=_session(
             "smollm2-135m",
-            GRPOSettings(prompts_per_step=4, num_generations=4, max_completion_length=96, learning_rate=5e-6),
-            GRPOSettings(prompts_per_step=4, num_generations=4, max_completion_length=128, learning_rate=5e-6),
+            GRPOSettings(4, 4, max_completion_length=96, learning_rate=5e-6, micro_batch=4),
+            GRPOSettings(4, 4, max_completion_length=128, learning_rate=5e-6, micro_batch=4),
             rubric_max_tokens=128,
         ),
         cycles=2,
@@ -102,8 +102,8 @@ PRESETS: dict[str, EvoRubricConfig] = {
     "gpu": EvoRubricConfig(
         session=_session(
             "smollm2-135m",
-            GRPOSettings(prompts_per_step=8, num_generations=8, max_completion_length=512, learning_rate=1e-6),
-            GRPOSettings(prompts_per_step=8, num_generations=8, max_completion_length=512, learning_rate=1e-6),
+            GRPOSettings(8, 8, max_completion_length=512, learning_rate=1e-6, micro_batch=16),
+            GRPOSettings(8, 8, max_completion_length=512, learning_rate=1e-6, micro_batch=16),
             device="cuda",
             rubric_max_tokens=512,
         ),
