@@ -31,7 +31,7 @@ def test_a_tiny_study_runs_every_unit_kind_and_reports(tmp_path, monkeypatch):
     (tmp_path / "study.yaml").write_text(SPEC)
     study = load_study(tmp_path)
     units = plan(study)
-    records = run_local(units, tmp_path / "runs", run_study_unit)
+    records = run_local(units, tmp_path / "runs", run_study_unit, isolate=True)  # as `harness run` does
     assert len(records) == len(units) == 5  # 2 static, 1 train, 1 eval of it, 1 eval of the base model
 
     by_id = {r["id"]: r for r in records}
