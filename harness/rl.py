@@ -83,11 +83,11 @@ def finished_policy(run_dir: Path) -> Path | None:
 
 
 def batch_args(prompts_per_step: int, num_generations: int, micro_batch: int | None = None) -> dict[str, int]:
-    """GRPOConfig's batch arguments: one generation batch (`prompts_per_step` x `num_generations` completions) per
-    optimizer step, back-propagated in micro-batches of `micro_batch` completions by gradient accumulation.
+    """GRPOConfig's batch arguments: one generation batch per optimizer step, back-propagated in micro-batches.
 
-    The step's update is the same (TRL normalises the loss over the whole generation batch); only the activation
-    memory shrinks, by the number of micro-batches. None back-propagates the whole batch at once.
+    A step generates `prompts_per_step` x `num_generations` completions and back-propagates them `micro_batch`
+    at a time (gradient accumulation). The update is the same (TRL normalises the loss over the whole generation
+    batch); only the activation memory shrinks, by the number of micro-batches. None: the whole batch at once.
     """
     total = prompts_per_step * num_generations
     micro = min(micro_batch or total, total)

@@ -92,7 +92,8 @@ def test_micro_batches_give_the_update_of_the_whole_batch(tmp_path, monkeypatch)
 def test_micro_batch_must_divide_the_step():
     from harness.rl import batch_args
 
-    assert batch_args(4, 4, 8) == {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 2, "num_generations": 4}
+    expected = {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 2, "num_generations": 4}
+    assert batch_args(4, 4, 8) == expected
     assert batch_args(4, 4, None)["gradient_accumulation_steps"] == 1
     with pytest.raises(ValueError, match="micro_batch must divide the 16 completions"):
         batch_args(4, 4, 3)

@@ -19,14 +19,12 @@ from harness.rubric import (
     REASONS,
     ParseTally,
     RubricParseError,
-    embeds_value,
-    is_label_only,
     normalise,
     parse_rubric,
     rubric_from_json,
-    rubric_stats,
     rubric_to_json,
 )
+from harness.rubric_stats import embeds_value, is_label_only, rubric_stats
 from harness.types import Criterion, Rubric
 
 

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.rubric import ParseTally, rubric_stats
+from harness.rubric import ParseTally
+from harness.rubric_stats import rubric_stats
 from harness.store import ResultLog, Run
 from harness.types import Rubric
 
@@ -41,7 +42,7 @@ def open_run(root: Path, run_id: str, config: dict[str, Any]) -> Run:
 
 
 def rubric_summary(rubrics: Sequence[Rubric | None], tally: ParseTally | None = None) -> dict[str, Any]:
-    """`harness.rubric.rubric_stats` of the parsed rubrics plus parse-failure counts (failures are not rubrics)."""
+    """`rubric_stats` of the parsed rubrics plus parse-failure counts (failures are not rubrics)."""
     parsed = [r for r in rubrics if r is not None and r.criteria]
     summary: dict[str, Any] = {k: _clean(v) for k, v in rubric_stats(parsed).items()}
     if tally is not None:
