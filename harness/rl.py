@@ -55,8 +55,9 @@ PRESETS = {
     "test": GRPOPreset("tiny-random", 2, 2, 2, 8, 1e-2, 8, 1, 2, 1, 8),
     # Minutes on 2 CPU cores: a few steps with short completions.
     "cpu-smoke": GRPOPreset("smollm2-135m", 4, 2, 4, 32, 1e-5, 12, 2, 8, 2, 48),
-    # The largest run that is practical on 2 CPU cores (estimated 20-30 min on a quiet machine; docs/downstream.md).
-    "cpu": GRPOPreset("smollm2-135m", 48, 4, 4, 64, 5e-6, 192, 8, 24, 8, 64),
+    # The largest run that is practical on 2 CPU cores (docs/downstream.md). Its pool holds HealthBench prompts of up
+    # to ~960 tokens: a whole step of 16 such rows needs ~40 GB of activations, so it back-propagates 4 at a time.
+    "cpu": GRPOPreset("smollm2-135m", 48, 4, 4, 64, 5e-6, 192, 8, 24, 8, 64, micro_batch=4),
     # One GPU: vLLM generation, bf16, longer completions; same base model as the CPU presets.
     "gpu": GRPOPreset("smollm2-135m", 400, 16, 8, 384, 1e-6, 960, 50, 128, 25, 256, use_vllm=True, bf16=True),
 }
