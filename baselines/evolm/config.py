@@ -6,8 +6,8 @@ ages 20-100 (`replay_buffer_gap/gap20_100`), binary pairwise reward with optiona
 the generator's GRPO rollouts), policy temperature 1.0, constant learning rate. Presets:
 - `test`: tiny-random everywhere; seconds; exercises every code path, learns nothing.
 - `cpu`: the embedded SmolLM2-135M as policy, generator and (a separate, frozen copy) judge; 2 cycles of 3 steps
-  on 16 math prompts, GRPO back-propagated 4 completions at a time. 16 min 54 s on a quiet 2-core machine
-  (measured before micro-batching, peak RSS 18.1 GB; docs/coevolution.md has the micro-batched run).
+  on 16 math prompts, GRPO back-propagated 4 completions at a time. 15 min 39 s on a quiet 2-core machine, peak
+  RSS 8.1 GB (whole-step backward passes: 16 min 54 s, 18.1 GB; docs/coevolution.md).
 - `gpu`: a GPU budget close to EvoLM's per-phase shape (8 prompts x 8 samples, 50-step phases, ages 20-100);
   set `base_model`/`judge_model` to larger models where they are available.
 """
