@@ -91,7 +91,7 @@ def batch_args(prompts_per_step: int, num_generations: int, micro_batch: int | N
     batch); only the activation memory shrinks, by the number of micro-batches. None: the whole batch at once.
     """
     total = prompts_per_step * num_generations
-    micro = min(micro_batch or total, total)
+    micro = total if micro_batch is None else min(micro_batch, total)
     if micro < 1 or total % micro:
         raise ValueError(f"micro_batch must divide the {total} completions of a step, got {micro_batch}")
     return {
