@@ -21,6 +21,7 @@ import pandas as pd
 from harness import plots, stats
 from harness.report_render import Block, render_html, render_markdown
 from harness.results import StudyResults, collect
+from harness.significance import significance_table
 from harness.store import atomic_write_text
 from harness.study import BASE_LABEL, Study, ablation_methods, ablation_parent, load_study
 
@@ -182,7 +183,7 @@ def _significance_rows(per_item: dict[str, np.ndarray], labels: list[str], subse
     pairs = list(itertools.combinations([m for m in labels if m in per_item], 2))
     if not pairs:
         return []
-    table = stats.significance_table(
+    table = significance_table(
         per_item, pairs, rng=_rng("sig", name), subsets=subsets, min_subset_items=MIN_SUBSET_ITEMS,
         n_resamples=N_RESAMPLES,
     )  # fmt: skip
