@@ -149,6 +149,29 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(json.dumps({"run": str(run.dir), "policy": run.manifest.get("policy"), "wall_s": run.manifest.get("wall_s")}))
 
 
+def cmd_curve(args: argparse.Namespace) -> None:
+    """Write a training run's proxy-vs-gold curve as JSON: proxy reward and gold probe accuracy per logged step."""
+    from pathlib import Path
+
+    from harness.monitor import curve
+    from harness.store import atomic_write_text
+
+    run_dir = Path(args.run)
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise ValueError(f"run: {run_dir} is not a training run (no manifest.json)")
+    manifest = json.loads(manifest_path.read_text())
+    config = manifest.get("config", {})
+    keys = ("method", "method_kwargs", "preset", "seed", "base_model")
+    data = {"run": str(run_dir), **{k: config.get(k) for k in keys}, "train_wall_s": manifest.get("wall_s")}
+    text = json.dumps(data | {"curve": curve(run_dir)}, indent=1) + "\n"
+    if args.out:
+        atomic_write_text(Path(args.out), text)
+        print(f"curve: {args.out}")
+    else:
+        print(text, end="")
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     """Evaluate a policy with lm-eval on the local tasks; per-item results go to the run store, resumably."""
     from harness.downstream import EvalSettings, evaluate, open_eval_run
@@ -247,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", choices=["harness", "hf"], default="harness", help="lm-eval model: harness (cached) or hf (HFLM)"
     )
     p.add_argument("--runs", default="runs", help="root directory of the run store")
+    p = add("curve", cmd_curve)
+    p.add_argument("run", help="training run directory (runs/train-...)")
+    p.add_argument("--out", help="JSON file to write (default: print)")
     p = add("run", cmd_run)
     p.add_argument("study", help="a study spec (reports/<study>/study.yaml) or its folder")
     p.add_argument("--runs", help="where units are stored (default: runs/<study name>)")

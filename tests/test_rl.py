@@ -32,6 +32,11 @@ def test_train_then_eval_every_task_and_rerun_skips(tmp_path, monkeypatch, capsy
     keys = [json.loads(line)["key"] for line in items.splitlines()]
     assert sorted(keys) == sorted(f"{t}/{i}" for t in tasks.split(",") for i in range(2))
     assert "prompt_level_strict_acc" in capsys.readouterr().out
+    assert main(["curve", str(run_dir), "--out", str(tmp_path / "curve.json")]) == 0
+    written = json.loads((tmp_path / "curve.json").read_text())
+    assert written["method"] == method and written["preset"] == "test" and written["curve"] == curve(run_dir)
+    assert main(["curve", str(tmp_path / "nothing")]) != 0
+    assert "nothing is not a training run" in capsys.readouterr().err
 
     # Running both commands again finds the work finished: nothing is retrained or re-evaluated.
     before = (run_dir / STEP_LOG).read_text(), (run_dir / "policy" / "model.safetensors").stat().st_mtime_ns
