@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from baselines.coevolution import data
+from baselines.coevolution import checkpoint, data
 from baselines.coevolution.audit import answer_oracle
 from baselines.coevolution.data import Prompt, chat_id, prompts_from_chats, split_items
 from baselines.coevolution.judging import FrozenJudge
@@ -126,6 +126,7 @@ class CoEvolutionMethod(ABC):
             policy_dir, generator_dir = trainer.session.save(out / "models")
             trainer.save_extra(out / "models")
             run.note(status="done", summary=summary, policy_dir=str(policy_dir), generator_dir=str(generator_dir))
+            checkpoint.discard(run.dir)  # optimizer states are twice the model; the final models are saved
         self.adopt(run)
 
     # -------------------------------------------------------------------------------------- scoring

@@ -2,8 +2,9 @@
 
 A `Session` owns the trained model(s) (one model in both roles, or a separate generator), one AdamW optimizer
 per model, the frozen judge, the response history and the telemetry. Trainers call `run_phase` with the rows and
-reward function of a phase; the session counts global and policy steps, writes one record per step, and checks
-after every phase that the judge's weights have not moved.
+reward function of a phase; the session counts global and policy steps, writes one record per step, checks
+after every phase that the judge's weights have not moved, and writes a phase checkpoint that an interrupted run
+resumes from (`baselines.coevolution.checkpoint`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from baselines.coevolution import checkpoint
 from baselines.coevolution.grpo import GRPOSettings, StepRecorder, make_optimizer, run_grpo_phase
 from baselines.coevolution.heldout import EVAL_KEYS
 from baselines.coevolution.history import ResponseHistory
-from baselines.coevolution.judging import FrozenJudge
+from baselines.coevolution.judging import FrozenJudge, JudgeCounts
 from baselines.coevolution.roles import ROLE_PROMPTS_VERSION, ModelHandle
 from baselines.coevolution.schedule import Phase, Role
 from baselines.coevolution.telemetry import Telemetry
@@ -60,12 +62,15 @@ class Session:
         from harness import catalog
 
         self.config, self.run = config, run
-        policy_model, tokenizer = catalog.load(config.base_model, device=config.device)
+        resumed = checkpoint.latest(run.dir)  # open_run has already cut the logs back to it
+        policy_from = str(resumed / "policy") if resumed else config.base_model
+        policy_model, tokenizer = catalog.load(policy_from, device=config.device)
         self.policy = ModelHandle(policy_model, tokenizer, "policy")
         if config.generator_model is None:
             self.generator = self.policy
         else:
-            generator_model, generator_tokenizer = catalog.load(config.generator_model, device=config.device)
+            generator_from = str(resumed / "generator") if resumed else config.generator_model
+            generator_model, generator_tokenizer = catalog.load(generator_from, device=config.device)
             self.generator = ModelHandle(generator_model, generator_tokenizer, "generator")
         self.optimizers = {
             id(h.model): make_optimizer(h.model, s.learning_rate)
@@ -78,7 +83,12 @@ class Session:
         self.telemetry = Telemetry(run)
         self.global_step = 0
         self.policy_step = 0
+        self.phases_done = 0
+        self.seconds_before = 0.0  # wall seconds of the attempts before a resume
+        self.trainer_state: dict[str, Any] = {}  # what the trainer saved with the checkpoint resumed from
         self.recorder: StepRecorder | None = None
+        if resumed is not None:
+            self._restore(checkpoint.load_state(resumed))
 
     @property
     def two_models(self) -> bool:
@@ -101,16 +111,22 @@ class Session:
         evaluate: Callable[[str], None],
         eval_every: int,
         desc: str,
+        trainer_state: Callable[[], dict[str, Any]] = dict,
     ) -> float:
-        """Train each phase in order, timing it; return the wall seconds.
+        """Train each phase in order, timing it, with a checkpoint after each; return the wall seconds.
 
         `evaluate` runs before training, after every `eval_every`-th generator phase, and at the end unless the
-        last phase was already followed by an evaluation.
+        last phase was already followed by an evaluation. A resumed session starts after its checkpoint's phases;
+        `trainer_state()` is what the trainer needs saved with each checkpoint (it reads it back from
+        `self.trainer_state`). The seconds include the attempts before a resume.
         """
         started = time.perf_counter()
-        evaluate("initial")
-        generator_phases, evaluated = 0, True
-        for phase in tqdm(phases, desc=desc):
+        if self.phases_done == 0:
+            evaluate("initial")
+        done = phases[: self.phases_done]
+        generator_phases = sum(p.role == "generator" for p in done)
+        evaluated = not done or (done[-1].role == "generator" and generator_phases % eval_every == 0)
+        for phase in tqdm(phases[self.phases_done :], desc=desc, initial=self.phases_done, total=len(phases)):
             evaluated, phase_started = False, time.perf_counter()
             train_phase(phase)
             self.telemetry.phase(phase.index, phase.role, time.perf_counter() - phase_started)
@@ -119,9 +135,36 @@ class Session:
                 if generator_phases % eval_every == 0:
                     evaluate(f"phase-{phase.index}")
                     evaluated = True
+            self.phases_done += 1
+            self.save_checkpoint(self.seconds_before + time.perf_counter() - started, trainer_state())
         if not evaluated:
             evaluate("final")
-        return time.perf_counter() - started
+        return self.seconds_before + time.perf_counter() - started
+
+    def save_checkpoint(self, seconds: float, trainer_state: dict[str, Any]) -> None:
+        """Write the phase checkpoint of `phases_done` phases (`baselines.coevolution.checkpoint`)."""
+        roles = {"policy": self.policy} | ({"generator": self.generator} if self.two_models else {})
+        state = {
+            "global_step": self.global_step,
+            "policy_step": self.policy_step,
+            "seconds": seconds,
+            "judge_counts": asdict(self.judge.counts),
+            "optimizers": {
+                role: [part.state_dict() for part in self.optimizers[id(h.model)]] for role, h in roles.items()
+            },
+            "trainer": trainer_state,
+        }
+        models = {role: (h.model, h.tokenizer) for role, h in roles.items()}
+        checkpoint.save(self.run.dir, self.phases_done, models, state)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        for role, parts in state["optimizers"].items():
+            for part, part_state in zip(self.optimizers[id(self.handle(role).model)], parts, strict=True):
+                part.load_state_dict(part_state)
+        self.global_step, self.policy_step = state["global_step"], state["policy_step"]
+        self.phases_done, self.seconds_before = state["phases_done"], state["seconds"]
+        self.judge.counts = JudgeCounts(**state["judge_counts"])
+        self.trainer_state = state["trainer"]
 
     def run_summary(self, seconds: float, tallies: dict[str, ParseTally]) -> dict[str, Any]:
         """The summary fields both trainers share.

@@ -3,9 +3,9 @@
 `runs/<run_id>/items.jsonl` gets one record per GRPO step (`kind: "step"`) and one per held-out evaluation
 (`kind: "eval"`); the manifest gets the final summary. `telemetry.jsonl` next to it holds the same steps flattened
 to numbers (`rubrics.criteria_mean`, `pool.criteria`, ...), keyed by global step: the curves `harness report`
-draws. A run is resumable only as a whole: a finished run is
-reused, and an unfinished one (its weights were in memory) is moved aside and started again, so nothing
-finished is lost and no stale record is mixed into the new one.
+draws. A finished run is reused; an unfinished one resumes after its last phase checkpoint
+(`baselines.coevolution.checkpoint`), its logs cut back to that point; one without a checkpoint is moved aside and
+started again, so nothing finished is lost and no stale record is mixed into the new one.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from baselines.coevolution import checkpoint
 from harness.rubric import ParseTally
 from harness.rubric_stats import rubric_stats
 from harness.store import ResultLog, Run
@@ -29,14 +30,20 @@ NOT_CURVES = {"judge", "phase", "cycle", "global_step", "policy_step", "phase_st
 
 
 def open_run(root: Path, run_id: str, config: dict[str, Any]) -> Run:
-    """Open the run `root/run_id`; an unfinished earlier attempt is renamed `<run_id>.aborted-<time>`."""
+    """Open the run `root/run_id`, finished or resumable (see the module docstring).
+
+    An unfinished earlier attempt that cannot resume is renamed `<run_id>.aborted-<time>`.
+    """
     config = json.loads(json.dumps(config))  # tuples become lists, as in the stored manifest they are compared to
     target = Path(root) / run_id
     manifest = target / "manifest.json"
     if target.exists() and manifest.exists():
-        run = Run(root, run_id, config)
-        if run.manifest.get("status") == "done":
-            return run
+        stored = json.loads(manifest.read_text())
+        if stored.get("status") == "done" or stored.get("config") != config:
+            return Run(root, run_id, config)  # the finished run, or the error naming the changed config fields
+        if (last := checkpoint.latest(target)) is not None:
+            checkpoint.rewind_logs(target, last)
+            return Run(root, run_id, config)
         target.rename(target.with_name(f"{run_id}.aborted-{int(time.time())}"))
     return Run(root, run_id, config)
 

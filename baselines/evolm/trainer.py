@@ -54,11 +54,17 @@ class EvoLMTrainer:
         self.rubric_log = ResultLog(run.dir / "rubrics.jsonl")
         self.sample_log = ResultLog(run.dir / "generator_samples.jsonl")
         self.tallies = {"policy_phase_rubrics": ParseTally(), "generator_samples": ParseTally()}
+        if saved := self.session.trainer_state:  # resuming from a phase checkpoint
+            self.rng.setstate(saved["rng"])
+            self.tallies = saved["tallies"]
 
     def train(self, phases: Sequence[Phase]) -> dict[str, Any]:
         """Run the phases (evaluating held-out utility before and after generator phases); return the summary."""
         train_phase = lambda p: (self.policy_phase if p.role == "policy" else self.generator_phase)(p)  # noqa: E731
-        seconds = self.session.run_schedule(phases, train_phase, self.evaluate, self.config.eval_every, "evolm phases")
+        state = lambda: {"rng": self.rng.getstate(), "tallies": self.tallies}  # noqa: E731
+        seconds = self.session.run_schedule(
+            phases, train_phase, self.evaluate, self.config.eval_every, "evolm phases", state
+        )
         return self.summary(seconds)
 
     def save_extra(self, directory: Path) -> None:

@@ -55,6 +55,9 @@ class EvoRubricTrainer:
             for p in prompts:
                 if p.expert_rubric is not None:
                     self.pool.seed(p.id, p.expert_rubric, config.seed_max)
+        if saved := self.session.trainer_state:  # resuming from a phase checkpoint
+            self.rng.setstate(saved["rng"])
+            self.tallies, self.pool = saved["tallies"], saved["pool"]
         self.stages = Stages(self.session.judge, self.meta_verifier(), config.zero_variance, config.loo_consensus)
 
     def meta_verifier(self) -> MetaVerifier | None:
@@ -68,8 +71,9 @@ class EvoRubricTrainer:
     def train(self, phases: Sequence[Phase]) -> dict[str, Any]:
         """Run the phases and return the summary."""
         train_phase = lambda p: (self.reasoner_phase if p.role == "policy" else self.generator_phase)(p)  # noqa: E731
+        state = lambda: {"rng": self.rng.getstate(), "tallies": self.tallies, "pool": self.pool}  # noqa: E731
         seconds = self.session.run_schedule(
-            phases, train_phase, self.evaluate, self.config.eval_every, "evorubric phases"
+            phases, train_phase, self.evaluate, self.config.eval_every, "evorubric phases", state
         )
         return self.summary(seconds)
 
