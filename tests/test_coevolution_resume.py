@@ -61,6 +61,7 @@ def test_an_interrupted_run_resumes_after_its_last_phase_and_trains_as_the_unint
     assert all(torch.equal(a, b) for a, b in zip(weights(resumed).values(), weights(whole).values(), strict=True))
     for key in ("global_steps", "policy_steps", "generator_steps", "judge", "parse"):
         assert resumed.summary[key] == whole.summary[key], key
+    assert resumed.summary["checkpoint_seconds"] > 0
     assert not list(run_dir.parent.glob("run.aborted-*"))
     assert checkpoint.latest(run_dir) is None  # a finished run keeps its models, not its optimizer states
 

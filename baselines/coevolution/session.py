@@ -85,6 +85,7 @@ class Session:
         self.policy_step = 0
         self.phases_done = 0
         self.seconds_before = 0.0  # wall seconds of the attempts before a resume
+        self.checkpoint_seconds = 0.0  # spent writing phase checkpoints (the last one's own write not counted)
         self.trainer_state: dict[str, Any] = {}  # what the trainer saved with the checkpoint resumed from
         self.recorder: StepRecorder | None = None
         if resumed is not None:
@@ -148,6 +149,7 @@ class Session:
             "global_step": self.global_step,
             "policy_step": self.policy_step,
             "seconds": seconds,
+            "checkpoint_seconds": self.checkpoint_seconds,
             "judge_counts": asdict(self.judge.counts),
             "optimizers": {
                 role: [part.state_dict() for part in self.optimizers[id(h.model)]] for role, h in roles.items()
@@ -155,7 +157,9 @@ class Session:
             "trainer": trainer_state,
         }
         models = {role: (h.model, h.tokenizer) for role, h in roles.items()}
+        started = time.perf_counter()
         checkpoint.save(self.run.dir, self.phases_done, models, state)
+        self.checkpoint_seconds += time.perf_counter() - started
 
     def _restore(self, state: dict[str, Any]) -> None:
         for role, parts in state["optimizers"].items():
@@ -163,13 +167,15 @@ class Session:
                 part.load_state_dict(part_state)
         self.global_step, self.policy_step = state["global_step"], state["policy_step"]
         self.phases_done, self.seconds_before = state["phases_done"], state["seconds"]
+        self.checkpoint_seconds = state["checkpoint_seconds"]
         self.judge.counts = JudgeCounts(**state["judge_counts"])
         self.trainer_state = state["trainer"]
 
     def run_summary(self, seconds: float, tallies: dict[str, ParseTally]) -> dict[str, Any]:
         """The summary fields both trainers share.
 
-        Timings, step counts, skipped phases, parse and judge failures, held-out evaluations.
+        Timings (checkpoint writes included), step counts, skipped phases, parse and judge failures, held-out
+        evaluations.
         """
         t = self.telemetry
         steps = t.records("step")
@@ -183,6 +189,7 @@ class Session:
                 role: sum(r["step_seconds"] for r in steps if r["role"] == role) for role in ("policy", "generator")
             },
             "phase_seconds": {r["phase"]: r["seconds"] for r in t.records("phase")},
+            "checkpoint_seconds": self.checkpoint_seconds,
             "parse": {name: tally.as_dict() for name, tally in tallies.items()},
             "judge": self.judge.counts.as_dict(),
             "evaluations": {r["name"]: {k: r[k] for k in EVAL_KEYS} for r in t.records("eval")},
