@@ -10,6 +10,10 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from harness.study import MethodSpec
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -111,12 +115,36 @@ def cmd_benchmarks(args: argparse.Namespace) -> None:
     print(format_table(["name", "items", "description"], rows))
 
 
+def method_specs(names: Sequence[str], assignments: Sequence[str] = ()) -> list[MethodSpec]:
+    """Methods by name, with `METHOD.KEY=VALUE` kwargs; a method with kwargs is labelled `name[key=value,...]`.
+
+    >>> [m.label for m in method_specs(["length", "bt_rm"], ["bt_rm.epochs=2"])]
+    ['length', 'bt_rm[epochs=2]']
+    """
+    from harness.study import MethodSpec
+
+    if len(set(names)) < len(names):
+        raise ValueError("--method: each method once; several settings of one method need a study spec (`harness run`)")
+    kwargs: dict[str, dict[str, Any]] = {name: {} for name in names}
+    for assignment in assignments:
+        target, sep, rest = assignment.partition(".")
+        if not sep or target not in kwargs:
+            raise ValueError(f"--method-arg {assignment!r}: expected METHOD.KEY=VALUE with METHOD one of {list(names)}")
+        kwargs[target].update(parse_assignments([rest]))
+    out = []
+    for name, given in kwargs.items():
+        label = f"{name}[{','.join(f'{k}={v}' for k, v in given.items())}]" if given else name
+        out.append(MethodSpec(name, given, label))
+    return out
+
+
 def cmd_bench_static(args: argparse.Namespace) -> None:
     """Score a static preference benchmark with reward methods: accuracies per subset with 95% bootstrap CIs."""
     from harness.bench.static_run import metrics_table, run_static
 
     options = _benchmark_options(args)
-    run_dir, metrics = run_static(args.method, args.benchmark, args.limit, args.runs, args.seed, args.split, **options)
+    methods = method_specs(args.method, args.method_arg or ())
+    run_dir, metrics = run_static(methods, args.benchmark, args.limit, args.runs, args.seed, args.split, **options)
     print(format_table(*metrics_table(metrics)))
     print(f"\nmetrics: {run_dir / 'metrics.json'}\nper-item scores: {run_dir / 'items.jsonl'}")
 
@@ -301,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = bench.add_parser("static", help=cmd_bench_static.__doc__)
     p.set_defaults(handler=cmd_bench_static)
     p.add_argument("--method", action="append", required=True, help="reward method (repeatable)")
+    p.add_argument(
+        "--method-arg", action="append", metavar="METHOD.KEY=VALUE", help="a method's factory argument (repeatable)"
+    )
     p.add_argument("--benchmark", required=True, help="benchmark name (see `harness benchmarks`) or a .jsonl path")
     p.add_argument("--limit", type=int, help="first N items")
     p.add_argument("--seed", type=int, default=0, help="seed for method fitting and the bootstrap")

@@ -168,3 +168,22 @@ def test_select_split_keeps_one_fold():
     assert select_split(items, "all") == items
     with pytest.raises(ValueError, match="split"):
         select_split(items, "test")
+
+
+def test_bench_static_method_args_give_a_labelled_method_of_their_own(tmp_path, capsys):
+    base = ["bench", "static", "--benchmark", "healthbench-ideal", "--limit", "12", "--runs", str(tmp_path)]
+    assert main([*base, "--method", "random", "--method", "random", "--method-arg", "random.seed=3"]) == 2
+    assert main([*base, "--method", "random"]) == 0
+    assert main([*base, "--method", "random", "--method-arg", "random.seed=3"]) == 0  # the same run, a new label
+    assert "random[seed=3]  macro" in capsys.readouterr().out
+    (run_dir,) = tmp_path.iterdir()
+    scores = {}
+    for record in map(json.loads, (run_dir / "items.jsonl").read_text().splitlines()):
+        scores.setdefault(record["method"], []).append(record["chosen_scores"] + record["rejected_scores"])
+    assert set(scores) == {"random", "random[seed=3]"} and scores["random"] != scores["random[seed=3]"]
+    assert set(json.loads((run_dir / "metrics.json").read_text())["methods"]) == {"random[seed=3]"}
+    assert main([*base, "--method", "length", "--method-arg", "bt_rm.epochs=2"]) == 2
+    assert (
+        "--method-arg 'bt_rm.epochs=2': expected METHOD.KEY=VALUE with METHOD one of ['length']"
+        in capsys.readouterr().err
+    )

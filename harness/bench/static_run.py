@@ -25,6 +25,7 @@ from harness.data import item_to_record
 from harness.methods import FitContext, RewardMethod, create_method
 from harness.splits import EVAL, TRAIN, fold
 from harness.store import Run, atomic_write_text, run_pending
+from harness.study import MethodSpec
 from harness.types import PreferenceItem
 
 EXPERT_METHOD = "expert_rubrics"
@@ -37,9 +38,9 @@ def items_digest(items: Sequence[PreferenceItem]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def fitted_method(name: str, seed: int = 0) -> RewardMethod:
-    """Create a method and fit it with its default training data (trained models are cached by content key)."""
-    method = create_method(name)
+def fitted_method(spec: MethodSpec, seed: int = 0) -> RewardMethod:
+    """Create a method with its kwargs and fit it with its default training data (trained models are cached)."""
+    method = create_method(spec.name, **dict(spec.kwargs))
     method.fit(FitContext(workdir=cache_dir() / "fit", seed=seed))
     return method
 
@@ -52,25 +53,25 @@ def select_split(items: Sequence[PreferenceItem], split: str) -> list[Preference
 
 
 def score_items(
-    run: Run, method_name: str, items: Sequence[PreferenceItem], seed: int = 0, batch_size: int = 16
+    run: Run, spec: MethodSpec, items: Sequence[PreferenceItem], seed: int = 0, batch_size: int = 16
 ) -> list[dict]:
     """Score (or resume scoring) every response of every item with one method; one record per item."""
     loaded: list[RewardMethod] = []
 
     def compute(batch: list[PreferenceItem]) -> list[dict[str, Any]]:
         if not loaded:  # created and fitted only if something is left to score, so a finished run loads nothing
-            loaded.append(fitted_method(method_name, seed))
+            loaded.append(fitted_method(spec, seed))
         prompts, responses = responses_in_order(batch)
         results = item_results(batch, [float(s) for s in loaded[0].score(prompts, responses)])
-        return [{"method": method_name, **r.to_dict()} for r in results]
+        return [{"method": spec.label, **r.to_dict()} for r in results]
 
     return run_pending(
         run.results,
         list(items),
-        key=lambda it: f"{method_name}/{it.id}",
+        key=lambda it: f"{spec.label}/{it.id}",
         compute=compute,
         batch_size=batch_size,
-        desc=f"scoring with {method_name}",
+        desc=f"scoring with {spec.label}",
     )
 
 
@@ -174,7 +175,7 @@ def _run_id(benchmark: str, digest: str) -> str:
 
 
 def run_static(
-    methods: Sequence[str],
+    methods: Sequence[str | MethodSpec],
     benchmark: str,
     limit: int | None = None,
     runs_root: str | Path = "runs",
@@ -184,11 +185,14 @@ def run_static(
 ) -> tuple[Path, dict[str, Any]]:
     """Score `benchmark` with each method, store per-item scores, write `metrics.json`; returns (run dir, metrics).
 
+    A method is a registry name or a `MethodSpec` (kwargs, and the label its scores and metrics are stored under).
+
     `split="eval"` keeps the items in the eval fold: use it for methods trained on the train fold of the same
     data (bt_rm trains on HealthBench's train fold by default), so that no method is scored on what it saw.
     """
     if not methods:
         raise ValueError("give at least one --method")
+    specs = [MethodSpec(m) if isinstance(m, str) else m for m in methods]
     built = build_benchmark(benchmark, limit, **options)
     items = select_split(built.items, split)
     if not items:
@@ -204,8 +208,8 @@ def run_static(
     }
     run = Run(runs_root, _run_id(benchmark, digest), config)
     run.note(benchmark_build={"stats": built.stats, "seconds": built.seconds, "cached": built.from_cache})
-    for name in methods:
-        score_items(run, name, items, seed)
+    for spec in specs:
+        score_items(run, spec, items, seed)
     records = run.results.records()
     metrics = {
         "benchmark": benchmark,
@@ -213,7 +217,7 @@ def run_static(
         "n_items": len(items),
         "bootstrap": {"confidence": 0.95, "method": "percentile", "n_resamples": 2000, "seed": seed},
         "chance": chance_levels(items),
-        "methods": summarise_run(records, methods, seed),
+        "methods": summarise_run(records, [spec.label for spec in specs], seed),
     }
     atomic_write_text(run.dir / "metrics.json", json.dumps(metrics, indent=1, allow_nan=True))
     return run.dir, metrics
