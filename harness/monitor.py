@@ -6,7 +6,9 @@ it as `rewards/<method>/mean`). The gold metric is verifiable correctness on a h
 before the first step. A proxy that keeps rising while the gold metric falls is over-optimisation (Gao et al. 2023).
 
 Each step is one record in `steps.jsonl` of the training run (a `harness.store.ResultLog`, key `step-000012`), so a
-resumed run keeps the steps it has and appends the rest.
+resumed run keeps the steps it has and appends the rest. A co-evolution trainer, which runs one TRL trainer per
+phase, sets `offset` (policy steps before the phase) and `total_steps` (its whole policy budget), so the steps of
+its policy phases make one series.
 """
 
 from __future__ import annotations
@@ -71,13 +73,24 @@ class OveroptimisationMonitor(TrainerCallback):
         probe: math problems with `question` and `answer`, scored with `tasks.math_verified.is_correct`.
         every: measure the gold metric every this many steps (and at step 0 and the last step).
         max_new_tokens: greedy reply length for the probe.
+        total_steps: the last step, when it is not the trainer's `max_steps` (a co-evolution run's policy budget).
     """
 
-    def __init__(self, run_dir: Path, reward_name: str, probe: Sequence[Any], every: int, max_new_tokens: int) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        reward_name: str,
+        probe: Sequence[Any],
+        every: int,
+        max_new_tokens: int,
+        total_steps: int | None = None,
+    ) -> None:
         if every < 1:
             raise ValueError(f"monitor: probe interval 'every' must be >= 1, got {every}")
         self.log = ResultLog(Path(run_dir) / STEP_LOG)
         self.reward_name, self.probe, self.every, self.max_new_tokens = reward_name, list(probe), every, max_new_tokens
+        self.total_steps = total_steps
+        self.offset = 0  # steps before the current trainer's first (set per phase by co-evolution trainers)
         self._gold: dict[str, Any] | None = None
         self._start = time.time()
 
@@ -94,28 +107,29 @@ class OveroptimisationMonitor(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         """Measure the untrained policy once (not again on resume)."""
-        if state.global_step == 0 and step_key(0) not in self.log and self.probe:
+        if self.offset + state.global_step == 0 and step_key(0) not in self.log and self.probe:
             gold = self.gold(model, kwargs["processing_class"])
             self.log.append({"key": step_key(0), "step": 0, "proxy_reward": None, **gold, "wall_s": 0.0})
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         """Measure the gold metric on probe steps; the record is written when TRL logs this step's rewards."""
-        step = state.global_step
-        if self.probe and (step % self.every == 0 or step == state.max_steps) and step_key(step) not in self.log:
+        step, last = self.offset + state.global_step, self.total_steps or state.max_steps
+        if self.probe and (step % self.every == 0 or step == last) and step_key(step) not in self.log:
             self._gold = self.gold(model, kwargs["processing_class"])
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         """Write the step's record: proxy reward next to the gold metric (None on steps without a probe)."""
         logs = logs or {}
         name = f"rewards/{self.reward_name}/mean"
-        if name not in logs or step_key(state.global_step) in self.log:
+        step = self.offset + state.global_step
+        if name not in logs or step_key(step) in self.log:
             return  # the end-of-training summary, or a step already recorded before a resume
         proxy = logs[name]  # None or NaN when the method scored nothing in this step: still a step to record
         proxy = None if proxy is None or math.isnan(proxy) else float(proxy)
         gold, self._gold = self._gold or {"gold_accuracy": None, "gold_correct": None}, None
         record = {
-            "key": step_key(state.global_step),
-            "step": state.global_step,
+            "key": step_key(step),
+            "step": step,
             "proxy_reward": proxy,
             **gold,
             "wall_s": time.time() - self._start,

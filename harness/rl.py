@@ -137,7 +137,8 @@ def _peft_config(preset: GRPOPreset, lora: bool) -> Any:
     return LoraConfig(r=preset.lora_r, lora_alpha=2 * preset.lora_r, target_modules="all-linear", task_type="CAUSAL_LM")
 
 
-def _probe(ctx: PolicyContext, preset: GRPOPreset) -> list[Any]:
+def probe_set(ctx: PolicyContext, preset: GRPOPreset) -> list[Any]:
+    """The over-optimisation monitor's probe: `ctx.options["probe"]`, else the preset's size of held-out problems."""
     from harness.train_prompts import probe_problems, prompt_texts
 
     probe = ctx.options.get("probe")
@@ -176,7 +177,7 @@ def train_grpo(method: RewardMethod, ctx: PolicyContext) -> Path:
     dtype = torch.bfloat16 if preset.bf16 and cuda else torch.float32
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     monitor = OveroptimisationMonitor(
-        out, method.name, _probe(ctx, preset), preset.probe_every, preset.probe_max_new_tokens
+        out, method.name, probe_set(ctx, preset), preset.probe_every, preset.probe_max_new_tokens
     )
     trainer = GRPOTrainer(
         model=model,

@@ -18,6 +18,7 @@ from baselines.evolm.rewards import generator_reward_func, policy_reward_func
 from baselines.evolm.trainer import EvoLMTrainer
 from baselines.evolm.utility import Pair, generator_reward, ranking_reward
 from harness.methods import FitContext, PolicyContext, create_method
+from harness.monitor import curve
 from harness.rubric import ParseTally
 from harness.types import Criterion, PreferenceItem, Rubric, user_chat
 
@@ -263,9 +264,13 @@ def test_fit_then_score_then_train_policy_end_to_end(tmp_path):
     assert method.summary["wall_seconds"] == summary["wall_seconds"]  # the stored summary, not a new run
     assert not list(run_dir.parent.glob("run.aborted-*"))
 
-    ctx = PolicyContext("tiny-random", [list(it.prompt) for it in items(4)], tmp_path / "policy", steps=1)
+    ctx = PolicyContext("tiny-random", [list(it.prompt) for it in items(4)], tmp_path / "policy", "test", steps=2)
     policy_dir = method.train_policy(ctx)
-    assert (policy_dir / "config.json").is_file() and method.summary["policy_steps"] == 1
+    assert (policy_dir / "config.json").is_file() and method.summary["policy_steps"] == 2
+    # Two policy phases, one over-optimisation series: the `test` RL preset probes gold accuracy at every step.
+    rows = curve(tmp_path / "policy")
+    assert [r["step"] for r in rows] == [0, 1, 2] and all(0 <= r["gold_accuracy"] <= 1 for r in rows)
+    assert all(r["proxy_reward"] is None for r in rows)  # step 0 is before training; no rubric parses here later
 
 
 def test_two_model_configuration_trains_a_separate_generator(tmp_path):

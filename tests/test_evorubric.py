@@ -15,6 +15,7 @@ from baselines.evorubric.rewards import generator_reward_func, reasoner_reward_f
 from baselines.evorubric.verify import CATEGORIES, LooInput, MetaVerifier, loo_consensus, zero_variance
 from harness.judge import Judge
 from harness.methods import FitContext, PolicyContext, create_method
+from harness.monitor import curve
 from harness.rubric import ParseTally
 from harness.types import Criterion, Rubric, Verdict, user_chat
 
@@ -213,10 +214,14 @@ def test_fit_on_expert_seeded_pools_then_score_and_train_policy(tmp_path):
     assert not math.isnan(method.score([chat], ["Please see a doctor."])[0])
     reloaded = create_method("evorubric", preset="test", checkpoint=str(method.generator_dir))
     assert reloaded.rubrics([chat]) == method.rubrics([chat])  # the saved pool travels with the checkpoint
-    ctx = PolicyContext("tiny-random", [chat], tmp_path / "policy", steps=1)
+    ctx = PolicyContext("tiny-random", [chat], tmp_path / "policy", "test", steps=1)
     assert (method.train_policy(ctx) / "config.json").is_file()
-    # A HealthBench chat given as a plain prompt still starts from its physician rubric, so the Reasoner trains.
+    # A HealthBench chat given as a plain prompt still starts from its physician rubric, so the Reasoner trains...
     assert method.summary["policy_steps"] == 1 and not method.summary["skipped_phases"]
+    # ...on the pool's reward, which the over-optimisation monitor logs next to the gold probe accuracy.
+    rows = curve(tmp_path / "policy")
+    assert [r["step"] for r in rows] == [0, 1] and isinstance(rows[1]["proxy_reward"], float)
+    assert all(0 <= r["gold_accuracy"] <= 1 for r in rows)
 
 
 def test_each_stage_can_be_switched_off_by_option():

@@ -132,10 +132,12 @@ def run_grpo_phase(
     workdir: Path,
     seed: int,
     recorder: StepRecorder,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> list[dict[str, Any]]:
     """Run `steps` GRPO steps on `rows` (dicts with a chat `prompt` and extra columns for the reward function).
 
-    Returns TRL's log history of the phase.
+    `callbacks` are added to the recorder (the over-optimisation monitor in policy phases). Returns TRL's log
+    history of the phase.
     """
     from datasets import Dataset
     from trl import GRPOTrainer
@@ -150,7 +152,7 @@ def run_grpo_phase(
         args=grpo_config(settings, steps, model, workdir, seed),
         train_dataset=Dataset.from_list(list(rows)),
         processing_class=tokenizer,
-        callbacks=[recorder],
+        callbacks=[recorder, *callbacks],
         optimizers=optimizer,
     )
     trainer.train()

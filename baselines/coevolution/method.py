@@ -25,12 +25,14 @@ from baselines.coevolution.schedule import Phase, Role, alternation, policy_budg
 from baselines.coevolution.telemetry import open_run
 from harness.cache import content_key
 from harness.methods import FitContext, PolicyContext
+from harness.monitor import OveroptimisationMonitor
 from harness.rubric import ParseTally
 from harness.store import Run
 from harness.types import Chat, PreferenceItem, Rubric
 
 FIT_OPTIONS = ("prompts", "heldout_items")
-# `probe` and `callbacks` are harness.rl's GRPO monitoring hooks; co-evolution writes its own telemetry instead.
+# `probe` feeds the over-optimisation monitor of the policy phases; `callbacks` (harness.rl's extra GRPO hooks) are
+# accepted and not used: co-evolution runs one trainer per phase and writes its own telemetry.
 POLICY_OPTIONS = ("heldout_items", "lora", "probe", "callbacks")
 
 
@@ -104,7 +106,13 @@ class CoEvolutionMethod(ABC):
         self._run(config, Path(ctx.workdir) / self.name / key[:16], phases, prompts, heldout, oracle)
 
     def train_policy(self, ctx: PolicyContext) -> Path:
-        """Co-evolve from `ctx.base_model` on `ctx.prompts` for exactly `ctx.steps` policy steps; return the policy."""
+        """Co-evolve from `ctx.base_model` on `ctx.prompts` for exactly `ctx.steps` policy steps; return the policy.
+
+        Like GRPO runs, the policy steps are monitored: proxy reward and gold probe accuracy go to
+        `<output_dir>/steps.jsonl` (`harness.monitor`; probe size and interval from the RL preset `ctx.preset`).
+        """
+        from harness.rl import get_preset, probe_set
+
         _check_options(ctx.options, POLICY_OPTIONS, "PolicyContext")
         if ctx.options.get("lora"):
             raise ValueError(f"{self.name}: PolicyContext.options['lora'] is not supported (all weights train)")
@@ -112,16 +120,32 @@ class CoEvolutionMethod(ABC):
         prompts = prompts_from_chats(ctx.prompts)
         heldout = list(ctx.options.get("heldout_items", []))
         phases = policy_budget(ctx.steps, config.steps_per_phase, self.first_role)
-        self._run(config, Path(ctx.output_dir), phases, prompts, heldout, None)
+        preset = get_preset(ctx.preset)
+        probe = probe_set(ctx, preset)
+        out = Path(ctx.output_dir)
+        monitor = OveroptimisationMonitor(
+            out, "policy_reward", probe, preset.probe_every, preset.probe_max_new_tokens, total_steps=ctx.steps
+        )
+        self._run(config, out, phases, prompts, heldout, None, monitor)
         assert self.policy_dir is not None
         return self.policy_dir
 
-    def _run(self, config: Any, out: Path, phases: list[Phase], prompts: list, heldout: list, oracle: Any) -> None:
+    def _run(
+        self,
+        config: Any,
+        out: Path,
+        phases: list[Phase],
+        prompts: list,
+        heldout: list,
+        oracle: Any,
+        monitor: OveroptimisationMonitor | None = None,
+    ) -> None:
         schedule = [(p.role, p.steps) for p in phases]
         run_config = {"method": self.name, "config": config.to_dict(), "schedule": schedule}
         run = open_run(out, "run", {**run_config, "prompts": [p.id for p in prompts]})
         if run.manifest.get("status") != "done":
             trainer = self.make_trainer(config, run, prompts, heldout, oracle)
+            trainer.session.monitor = monitor
             summary = trainer.train(phases)
             policy_dir, generator_dir = trainer.session.save(out / "models")
             trainer.save_extra(out / "models")

@@ -25,6 +25,7 @@ from baselines.coevolution.judging import FrozenJudge, JudgeCounts
 from baselines.coevolution.roles import ROLE_PROMPTS_VERSION, ModelHandle
 from baselines.coevolution.schedule import Phase, Role
 from baselines.coevolution.telemetry import Telemetry
+from harness.monitor import OveroptimisationMonitor
 from harness.rubric import ParseTally
 from harness.store import Run
 from harness.types import Chat, GenerationParams, Rubric
@@ -88,6 +89,7 @@ class Session:
         self.checkpoint_seconds = 0.0  # spent writing phase checkpoints (the last one's own write not counted)
         self.trainer_state: dict[str, Any] = {}  # what the trainer saved with the checkpoint resumed from
         self.recorder: StepRecorder | None = None
+        self.monitor: OveroptimisationMonitor | None = None  # proxy vs gold over the policy steps (train_policy)
         if resumed is not None:
             self._restore(checkpoint.load_state(resumed))
 
@@ -202,6 +204,9 @@ class Session:
         settings = self.config.policy if phase.role == "policy" else self.config.generator
         self.recorder = StepRecorder(lambda record: self._emit(phase, record))
         reward_func.__name__ = f"{phase.role}_reward"  # TRL logs rewards under the function's name
+        monitors = [self.monitor] if self.monitor is not None and phase.role == "policy" else []
+        for monitor in monitors:
+            monitor.offset = self.policy_step  # one series over all policy phases
         handle.model.train()
         try:
             run_grpo_phase(
@@ -215,6 +220,7 @@ class Session:
                 self.run.dir / "trainer",
                 self.config.seed * 1000 + phase.index,
                 self.recorder,
+                monitors,
             )
         finally:
             handle.model.eval()
