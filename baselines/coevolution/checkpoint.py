@@ -12,6 +12,7 @@ index), so a resumed run trains as the uninterrupted one would have.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
@@ -20,6 +21,7 @@ from typing import Any
 
 PREFIX = "phase-checkpoint-"
 STATE_FILE = "state.pt"
+LOGS_FILE = "log_sizes.json"  # apart from the state: rewinding the logs should not read the optimizer states
 
 
 def latest(run_dir: Path) -> Path | None:
@@ -35,7 +37,7 @@ def log_sizes(run_dir: Path) -> dict[str, int]:
 
 def rewind_logs(run_dir: Path, checkpoint: Path) -> None:
     """Cut every log back to its length at `checkpoint`; a log the checkpoint did not know is emptied."""
-    sizes = load_state(checkpoint)["log_sizes"]
+    sizes = json.loads((Path(checkpoint) / LOGS_FILE).read_text())
     for path in Path(run_dir).glob("*.jsonl"):
         with open(path, "r+b") as fh:
             fh.truncate(sizes.get(path.name, 0))
@@ -53,7 +55,8 @@ def save(run_dir: Path, phases_done: int, models: dict[str, Any], state: dict[st
     for name, (model, tokenizer) in models.items():
         model.save_pretrained(tmp / name)
         tokenizer.save_pretrained(tmp / name)
-    torch.save({**state, "phases_done": phases_done, "log_sizes": log_sizes(run_dir)}, tmp / STATE_FILE)
+    torch.save({**state, "phases_done": phases_done}, tmp / STATE_FILE)
+    (tmp / LOGS_FILE).write_text(json.dumps(log_sizes(run_dir)))
     final = run_dir / f"{PREFIX}{phases_done:04d}"
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
