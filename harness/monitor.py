@@ -94,6 +94,14 @@ class OveroptimisationMonitor(TrainerCallback):
         self._gold: dict[str, Any] | None = None
         self._start = time.time()
 
+    def start_clock(self, seconds_before: float = 0.0) -> None:
+        """Count `wall_s` from now, plus `seconds_before` (the time an interrupted run spent before its resume)."""
+        self._start = time.time() - seconds_before
+
+    def wall_at(self, step: int) -> float:
+        """The `wall_s` logged for `step` (0.0 when that step has no record): where a resumed run's clock goes on."""
+        return next((r["wall_s"] for r in self.log.records() if r["key"] == step_key(step)), 0.0)
+
     def gold(self, model: Any, tokenizer: Any) -> dict[str, Any]:
         """Probe accuracy of the current policy, with each problem's verdict for paired comparisons."""
         from tasks.math_verified import is_correct

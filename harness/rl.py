@@ -190,6 +190,7 @@ def train_grpo(method: RewardMethod, ctx: PolicyContext) -> Path:
     )
     checkpoints = out / "checkpoints"
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    monitor.start_clock(monitor.wall_at(int(Path(last).name.split("-")[-1])) if last else 0.0)
     start = time.time()
     trainer.train(resume_from_checkpoint=last)
     return _save_policy(trainer, tokenizer, out, {"resumed_from": last, "train_wall_s": time.time() - start})

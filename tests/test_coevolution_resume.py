@@ -95,3 +95,28 @@ def test_logs_are_cut_back_to_the_checkpoint_and_unknown_logs_emptied(tmp_path):
     assert checkpoint.load_state(saved)["x"] == 1 and checkpoint.latest(tmp_path) == saved
     later = checkpoint.save(tmp_path, 2, {}, {})
     assert checkpoint.latest(tmp_path) == later and not saved.exists()  # only the newest is kept
+
+
+def test_a_resumed_policy_run_goes_on_with_the_monitor_clock_of_the_attempts_before(tmp_path, monkeypatch):
+    from harness.methods import PolicyContext
+    from harness.train_prompts import training_prompts
+
+    ctx = PolicyContext("tiny-random", [p.chat for p in training_prompts(4)], tmp_path, "test", steps=2)
+    run_phase = Session.run_phase
+
+    def killed_before_third_phase(self, phase, rows, reward_func):
+        if phase.index == 2:
+            raise KeyboardInterrupt("killed")
+        run_phase(self, phase, rows, reward_func)
+
+    monkeypatch.setattr(Session, "run_phase", killed_before_third_phase)
+    with pytest.raises(KeyboardInterrupt):
+        create_method("evolm", preset="test").train_policy(ctx)
+    monkeypatch.setattr(Session, "run_phase", run_phase)
+    load_state = checkpoint.load_state
+    monkeypatch.setattr(checkpoint, "load_state", lambda path: {**load_state(path), "seconds": 1000.0})
+    create_method("evolm", preset="test").train_policy(ctx)  # as if the first attempt had taken 1000 s
+
+    rows = {r["step"]: r for r in map(json.loads, (tmp_path / "steps.jsonl").read_text().splitlines())}
+    assert sorted(rows) == [0, 1, 2]
+    assert rows[1]["wall_s"] < 1000 <= rows[2]["wall_s"]  # one clock over both attempts, not restarted at zero

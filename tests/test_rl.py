@@ -63,6 +63,10 @@ def test_grpo_resumes_from_last_checkpoint_and_monitor_logs_both_series(tmp_path
     with pytest.raises(KeyboardInterrupt):
         train_grpo(method, _ctx(tmp_path, callbacks=[CrashAfterCheckpoint()]))
     assert (tmp_path / "checkpoints" / "checkpoint-1").is_dir() and finished_policy(tmp_path) is None
+    log = tmp_path / "steps.jsonl"
+    first = [json.loads(line) for line in log.read_text().splitlines()]
+    first[-1]["wall_s"] = 1000.0  # as if the first attempt had taken 1000 s to reach its checkpoint
+    log.write_text("".join(json.dumps(r) + "\n" for r in first))
     policy = train_grpo(method, _ctx(tmp_path))
     summary = json.loads((tmp_path / SUMMARY_FILE).read_text())
     assert summary["resumed_from"].endswith("checkpoint-1") and summary["steps"] == 2
@@ -71,6 +75,7 @@ def test_grpo_resumes_from_last_checkpoint_and_monitor_logs_both_series(tmp_path
     assert [r["step"] for r in rows] == [0, 1, 2]
     assert rows[0]["proxy_reward"] is None and all(isinstance(r["proxy_reward"], float) for r in rows[1:])
     assert all(0.0 <= r["gold_accuracy"] <= 1.0 for r in rows)  # test preset probes every step
+    assert json.loads(log.read_text().splitlines()[-1])["wall_s"] >= 1000  # the clock went on from the checkpoint
 
 
 def test_micro_batches_give_the_update_of_the_whole_batch(tmp_path, monkeypatch):

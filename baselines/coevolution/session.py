@@ -124,6 +124,8 @@ class Session:
         `self.trainer_state`). The seconds include the attempts before a resume.
         """
         started = time.perf_counter()
+        if self.monitor is not None:
+            self.monitor.start_clock(self.seconds_before)  # its wall_s and ours: one clock across resumes
         if self.phases_done == 0:
             evaluate("initial")
         done = phases[: self.phases_done]
