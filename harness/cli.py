@@ -177,6 +177,31 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(json.dumps({"run": str(run.dir), "policy": run.manifest.get("policy"), "wall_s": run.manifest.get("wall_s")}))
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    """Paired tests between policies evaluated by `harness eval`: mean per run, then every pair, per task."""
+    from pathlib import Path
+
+    from harness.compare import compare_runs, label_of, load_scores, render
+    from harness.store import atomic_write_text
+
+    runs: dict[str, Path] = {}
+    for arg in args.runs:
+        label, sep, path = arg.rpartition("=")
+        run_dir = Path(path)
+        label = label if sep else label_of(run_dir)
+        if label in runs:
+            raise ValueError(f"runs: two runs are labelled {label!r}; name them with LABEL=PATH")
+        runs[label] = run_dir
+    if len(runs) < 2:
+        raise ValueError("runs: give at least two `harness eval` run folders to compare")
+    text = render(*compare_runs(load_scores(runs)))
+    if args.out:
+        atomic_write_text(Path(args.out), text)
+        print(f"compare: {args.out}")
+    else:
+        print(text, end="")
+
+
 def cmd_curve(args: argparse.Namespace) -> None:
     """Write a training run's proxy-vs-gold curve as JSON: proxy reward and gold probe accuracy per logged step."""
     from pathlib import Path
@@ -298,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", choices=["harness", "hf"], default="harness", help="lm-eval model: harness (cached) or hf (HFLM)"
     )
     p.add_argument("--runs", default="runs", help="root directory of the run store")
+    p = add("compare", cmd_compare)
+    p.add_argument("runs", nargs="+", help="`harness eval` run folders (runs/eval-...), each optionally LABEL=PATH")
+    p.add_argument("--out", help="Markdown file to write (default: print)")
     p = add("curve", cmd_curve)
     p.add_argument("run", help="training run directory (runs/train-...)")
     p.add_argument("--out", help="JSON file to write (default: print)")

@@ -37,7 +37,7 @@ def fmt(est: Any) -> str:
     return f"{value:.3f}" if math.isnan(low) else f"{value:.3f} [{low:.2f}, {high:.2f}]"
 
 
-def _rng(*parts: Any) -> np.random.Generator:
+def seeded_rng(*parts: Any) -> np.random.Generator:
     """A generator seeded by the names involved, so a number does not depend on what else the report holds."""
     digest = hashlib.sha256("/".join(map(str, ("report", *parts))).encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "big"))
@@ -60,7 +60,7 @@ def static_estimates(frame: pd.DataFrame, benchmark: str, column: str = "best_of
     mine = frame[frame.benchmark == benchmark]
     return {
         method: stats.mean_ci(
-            group[column].to_numpy(float), rng=_rng(benchmark, method, column), n_resamples=N_RESAMPLES
+            group[column].to_numpy(float), rng=seeded_rng(benchmark, method, column), n_resamples=N_RESAMPLES
         )
         for method, group in mine.groupby("method", sort=False)
     }
@@ -70,7 +70,7 @@ def downstream_estimates(frame: pd.DataFrame, task: str) -> dict[str, stats.Esti
     """Mean per-item score per method with a bootstrap CI over (seed, item) pairs."""
     mine = frame[frame.task == task]
     return {
-        method: stats.mean_ci(group["score"].to_numpy(float), rng=_rng(task, method), n_resamples=N_RESAMPLES)
+        method: stats.mean_ci(group["score"].to_numpy(float), rng=seeded_rng(task, method), n_resamples=N_RESAMPLES)
         for method, group in mine.groupby("method", sort=False)
     }
 
@@ -130,7 +130,7 @@ def _downstream_section(study: Study, res: StudyResults, figs: Path) -> list[Blo
         headers = ["method", "score", "items x seeds"]
         if frame.seed.nunique() > 1:
             per_seed = {m: g.groupby("seed")["score"].mean().to_numpy()[:, None] for m, g in frame.groupby("method")}
-            iqm = stats.interval_estimates(per_seed, rng=_rng(task, "iqm"), n_resamples=N_RESAMPLES)
+            iqm = stats.interval_estimates(per_seed, rng=seeded_rng(task, "iqm"), n_resamples=N_RESAMPLES)
             rows = [r + [fmt(iqm[r[0]])] for r in rows]
             headers.append("IQM over seeds")
         blocks += [Block.subheading(task), Block.table(headers, rows)]
@@ -147,7 +147,7 @@ def inversion(study: Study, res: StudyResults) -> tuple[dict[str, Any], dict[str
     x = [static[m].estimate for m in methods]
     y = [pooled[m].estimate for m in methods]
     corr = {
-        kind: stats.rank_correlation(x, y, rng=_rng("inversion", kind), method=kind, n_resamples=N_RESAMPLES)
+        kind: stats.rank_correlation(x, y, rng=seeded_rng("inversion", kind), method=kind, n_resamples=N_RESAMPLES)
         for kind in ("spearman", "kendall")
     }
     return {m: static[m] for m in methods}, {m: pooled[m] for m in methods}, corr
@@ -184,7 +184,7 @@ def _significance_rows(per_item: dict[str, np.ndarray], labels: list[str], subse
     if not pairs:
         return []
     table = significance_table(
-        per_item, pairs, rng=_rng("sig", name), subsets=subsets, min_subset_items=MIN_SUBSET_ITEMS,
+        per_item, pairs, rng=seeded_rng("sig", name), subsets=subsets, min_subset_items=MIN_SUBSET_ITEMS,
         n_resamples=N_RESAMPLES,
     )  # fmt: skip
     return [

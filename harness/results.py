@@ -68,24 +68,21 @@ def _as_float(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
-def _downstream_rows(unit: dict[str, Any]) -> list[dict[str, Any]]:
-    task = unit["config"]["task"]
-    metric = PRIMARY_METRIC.get(task)
+def eval_item_scores(run_dir: Path, task: str | None = None) -> list[dict[str, Any]]:
+    """Per-item scores of a `harness eval` run (its primary metric): `task`, `item`, `score`; one task or all."""
     rows = []
-    for r in ResultLog(Path(unit["summary"]["run_dir"]) / "items.jsonl").records():
-        if r.get("task") != task:
+    for r in ResultLog(Path(run_dir) / "items.jsonl").records():
+        if task is not None and r.get("task") != task:
             continue
+        metric = PRIMARY_METRIC.get(r["task"])
         value = r["metrics"].get(metric) if metric else next(iter(r["metrics"].values()), None)
-        rows.append(
-            {
-                "method": unit["method"]["label"],
-                "seed": unit["config"]["seed"],
-                "task": task,
-                "item": str(r["item_id"]),
-                "score": _as_float(value),
-            }
-        )
+        rows.append({"task": r["task"], "item": str(r["item_id"]), "score": _as_float(value)})
     return rows
+
+
+def _downstream_rows(unit: dict[str, Any]) -> list[dict[str, Any]]:
+    labels = {"method": unit["method"]["label"], "seed": unit["config"]["seed"]}
+    return [labels | row for row in eval_item_scores(Path(unit["summary"]["run_dir"]), unit["config"]["task"])]
 
 
 def _step_rows(unit: dict[str, Any], name: str, where: str = "run_dir") -> list[dict[str, Any]]:
