@@ -73,12 +73,13 @@ def render(means: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
         Block.heading("Paired comparisons"),
         Block.paragraph(text),
         Block.table(
-            ["task", "comparison", "n", "a - b [95% CI]", "test", "p", "p (Holm)", "sig."],
-            [
-                [r["task"], r["comparison"], r["n"], fmt((r["estimate"], r["ci_low"], r["ci_high"])), r["test"],
-                 f"{r['p']:.3g}", f"{r['p_adjusted']:.3g}", "yes" if r["reject"] else "no"]
-                for r in rows
-            ],
-        ),  # fmt: skip
+            ["task", "comparison", "n", "a - b [95% CI]", "test", "p", "p (Holm)", "sig."], [_row(r) for r in rows]
+        ),
     ]
     return render_markdown(blocks, Path("."))
+
+
+def _row(r: dict[str, Any]) -> list[Any]:
+    diff = fmt((r["estimate"], r["ci_low"], r["ci_high"]))
+    significant = "yes" if r["reject"] else "no"
+    return [r["task"], r["comparison"], r["n"], diff, r["test"], f"{r['p']:.3g}", f"{r['p_adjusted']:.3g}", significant]
