@@ -120,3 +120,24 @@ def test_a_resumed_policy_run_goes_on_with_the_monitor_clock_of_the_attempts_bef
     rows = {r["step"]: r for r in map(json.loads, (tmp_path / "steps.jsonl").read_text().splitlines())}
     assert sorted(rows) == [0, 1, 2]
     assert rows[1]["wall_s"] < 1000 <= rows[2]["wall_s"]  # one clock over both attempts, not restarted at zero
+
+
+def test_a_phase_leaves_the_model_forward_as_it_found_it(tmp_path):
+    """TRL patches `model.forward` for every new GRPOTrainer; without undoing it, a run of many phases stacks
+    one wrapper per phase (hundreds of phases would pass Python's recursion limit)."""
+    from baselines.coevolution.grpo import GRPOSettings, StepRecorder, make_optimizer, run_grpo_phase
+    from harness import catalog
+    from harness.types import user_chat
+
+    model, tokenizer = catalog.load("tiny-random")
+    model.train()
+    settings = GRPOSettings(prompts_per_step=1, num_generations=2, max_completion_length=4, learning_rate=1e-3)
+    optimizer = make_optimizer(model, settings.learning_rate)
+    rows = [{"prompt": user_chat("Say hi.")}]
+    for phase in range(2):
+        records = []
+        run_grpo_phase(
+            model, tokenizer, rows, lambda completions, **kw: [0.0, 1.0], 1, settings, optimizer,
+            tmp_path / str(phase), seed=phase, recorder=StepRecorder(records.append),
+        )  # fmt: skip
+        assert len(records) == 1 and "forward" not in vars(model)  # the class's own forward again

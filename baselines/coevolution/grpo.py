@@ -146,14 +146,21 @@ def run_grpo_phase(
         raise ValueError("a GRPO phase needs at least one prompt row")
     # TRL draws `prompts_per_step` distinct prompts per step; repeat the rows when there are fewer.
     rows = [rows[i % len(rows)] for i in range(max(len(rows), settings.prompts_per_step))]
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=[reward_func],
-        args=grpo_config(settings, steps, model, workdir, seed),
-        train_dataset=Dataset.from_list(list(rows)),
-        processing_class=tokenizer,
-        callbacks=[recorder, *callbacks],
-        optimizers=optimizer,
-    )
-    trainer.train()
+    patched_before = vars(model).get("forward")  # None: the model's class forward
+    try:
+        trainer = GRPOTrainer(  # patches model.forward with TRL's fused LM head
+            model=model,
+            reward_funcs=[reward_func],
+            args=grpo_config(settings, steps, model, workdir, seed),
+            train_dataset=Dataset.from_list(list(rows)),
+            processing_class=tokenizer,
+            callbacks=[recorder, *callbacks],
+            optimizers=optimizer,
+        )
+        trainer.train()
+    finally:  # undo the patch, or every phase would wrap the previous phase's wrapper
+        if patched_before is None:
+            vars(model).pop("forward", None)
+        else:
+            model.forward = patched_before
     return list(trainer.state.log_history)
