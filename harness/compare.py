@@ -9,7 +9,7 @@ test), Holm-corrected within each task.
 from __future__ import annotations
 
 import itertools
-import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,13 +23,14 @@ from harness.significance import significance_table
 
 
 def label_of(run_dir: Path) -> str:
-    """A run's name for tables: its policy's training run (`train-length-cpu-s0`), or the model it evaluated."""
-    manifest = Path(run_dir) / "manifest.json"
-    policy = json.loads(manifest.read_text()).get("config", {}).get("policy") if manifest.is_file() else None
-    if not policy:
-        return Path(run_dir).name
-    path = Path(policy)
-    return path.parent.name if path.name == "policy" else path.name
+    """A run's name for tables: what `harness eval` named it after (`eval-<policy>-<hash>` gives `<policy>`).
+
+    >>> label_of(Path("runs/eval-train-length-cpu-s0-bee2d348"))
+    'train-length-cpu-s0'
+    """
+    name = Path(run_dir).name
+    found = re.fullmatch(r"eval-(.+)-[0-9a-f]{8}", name)
+    return found.group(1) if found else name
 
 
 def load_scores(runs: Mapping[str, Path]) -> pd.DataFrame:

@@ -20,11 +20,11 @@ def eval_run(path, policy, scores, task="math_verified"):
     return path
 
 
-def test_labels_come_from_the_policys_training_run(tmp_path):
-    run = eval_run(tmp_path / "eval-a", "runs/train-length-cpu-s0/policy", [1.0])
-    assert label_of(run) == "train-length-cpu-s0"
-    other = eval_run(tmp_path / "eval-b", "smollm2-135m", [1.0])
-    assert label_of(other) == "smollm2-135m"
+def test_runs_are_labelled_by_the_policy_harness_eval_named_them_after(tmp_path):
+    run = eval_run(tmp_path / "eval-train-evolm-cpu-s0-4745d0e3", "runs/train-evolm-cpu-s0/models/policy", [1.0])
+    assert label_of(run) == "train-evolm-cpu-s0"
+    assert label_of(eval_run(tmp_path / "eval-smollm2-135m-b945d17e", "/cache/smollm2", [1.0])) == "smollm2-135m"
+    assert label_of(eval_run(tmp_path / "mine", "x", [1.0])) == "mine"  # not named by harness eval: the folder
 
 
 def test_paired_comparison_on_the_items_both_policies_answered(tmp_path):
@@ -57,8 +57,8 @@ def test_a_directory_without_evaluated_items_is_named(tmp_path):
 
 
 def test_cli_writes_the_markdown_tables(tmp_path, capsys):
-    a = eval_run(tmp_path / "a", "runs/train-a/policy", [1.0, 1.0, 0.0])
-    b = eval_run(tmp_path / "b", "runs/train-b/policy", [0.0, 1.0, 0.0])
+    a = eval_run(tmp_path / "eval-train-a-0123abcd", "runs/train-a/policy", [1.0, 1.0, 0.0])
+    b = eval_run(tmp_path / "eval-train-b-4567abcd", "runs/train-b/policy", [0.0, 1.0, 0.0])
     out = tmp_path / "compare.md"
     assert main(["compare", str(a), f"B={b}", "--out", str(out)]) == 0
     text = out.read_text()
