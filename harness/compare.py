@@ -37,7 +37,7 @@ def load_scores(runs: Mapping[str, Path]) -> pd.DataFrame:
     """One row per (run label, task, item) with the item's score; a run without scored items is an error."""
     rows = []
     for label, run_dir in runs.items():
-        found = eval_item_scores(Path(run_dir))
+        found = eval_item_scores(Path(run_dir)) if (Path(run_dir) / "items.jsonl").is_file() else []
         if not found:
             raise ValueError(f"{run_dir}: no evaluated items (no items.jsonl records); pass `harness eval` run folders")
         rows += [{"method": label, **row} for row in found]

@@ -54,6 +54,9 @@ def test_a_directory_without_evaluated_items_is_named(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="empty: no evaluated items"):
         load_scores({"x": tmp_path / "empty"})
+    with pytest.raises(ValueError, match="typo: no evaluated items"):
+        load_scores({"x": tmp_path / "typo"})
+    assert not (tmp_path / "typo").exists()  # reading created nothing
 
 
 def test_cli_writes_the_markdown_tables(tmp_path, capsys):
