@@ -50,12 +50,10 @@ def compare_runs(frame: pd.DataFrame) -> tuple[list[dict[str, Any]], list[dict[s
     rows: list[dict[str, Any]] = []
     labels = list(dict.fromkeys(frame["method"]))
     for task in sorted(set(frame["task"])):
-        mine = frame[frame.task == task]
-        for label, est in downstream_estimates(mine, task).items():
+        for label, est in downstream_estimates(frame, task).items():
             means.append({"task": task, "method": label, "n": est.n, "mean": est.estimate, "ci": fmt(est)})
-        present = [m for m in labels if m in set(mine["method"])]
-        per_item = aligned(mine, ["item"], "score", present)
-        pairs = list(itertools.combinations(present, 2))
+        per_item = aligned(frame[frame.task == task], ["item"], "score", labels)  # the runs that have this task
+        pairs = list(itertools.combinations(per_item, 2))
         if pairs:
             table = significance_table(per_item, pairs, rng=seeded_rng("compare", task), n_resamples=N_RESAMPLES)
             rows += [{"task": task, **r} for r in table]
