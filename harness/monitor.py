@@ -146,6 +146,11 @@ class OveroptimisationMonitor(TrainerCallback):
         self.log.append(record)
 
 
+def logged_seconds(run_dir: Path) -> float:
+    """The monitor's clock at the last logged step, 0.0 before any: what earlier attempts of a resumed run took."""
+    return max((r.get("wall_s", 0.0) for r in ResultLog(Path(run_dir) / STEP_LOG).records()), default=0.0)
+
+
 def curve(run_dir: Path) -> list[dict[str, Any]]:
     """The proxy-vs-gold series of a training run: `step`, `proxy_reward`, `gold_accuracy` per logged step."""
     records = ResultLog(Path(run_dir) / STEP_LOG).records()

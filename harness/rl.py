@@ -246,6 +246,7 @@ class TrainRequest:
 def train_run(request: TrainRequest, runs_root: str | Path) -> Run:
     """Fit the method, then train a policy for it in the run store; resumes or skips as the run's state says."""
     from harness.methods import create_method
+    from harness.monitor import logged_seconds
     from harness.train_prompts import training_prompts
 
     preset = get_preset(request.preset)
@@ -262,7 +263,8 @@ def train_run(request: TrainRequest, runs_root: str | Path) -> Run:
         method.fit(FitContext(workdir=Path(runs_root) / "_fit", seed=request.seed))
     options = {} if request.lora is None else {"lora": request.lora}
     ctx = PolicyContext(base_model, [p.chat for p in prompts], run.dir, request.preset, request.seed, steps, options)
+    before = logged_seconds(run.dir)  # the attempts killed before this one, up to their last logged step
     start = time.time()
     policy = train(method, ctx)
-    run.note(policy=str(policy), wall_s=time.time() - start)
+    run.note(policy=str(policy), wall_s=before + time.time() - start)
     return run

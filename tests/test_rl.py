@@ -78,6 +78,29 @@ def test_grpo_resumes_from_last_checkpoint_and_monitor_logs_both_series(tmp_path
     assert json.loads(log.read_text().splitlines()[-1])["wall_s"] >= 1000  # the clock went on from the checkpoint
 
 
+def test_a_resumed_runs_wall_time_counts_the_attempts_before(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import harness.rl
+
+    real_train = harness.rl.train
+    crash = lambda method, ctx: real_train(method, replace(ctx, options={"callbacks": [CrashAfterCheckpoint()]}))  # noqa: E731
+    monkeypatch.setattr(harness.rl, "train", crash)
+    with pytest.raises(KeyboardInterrupt):
+        _train_cli(tmp_path, "length")
+    run_dir = tmp_path / "train-length-test-s0"
+    log = run_dir / STEP_LOG
+    first = [json.loads(line) for line in log.read_text().splitlines()]
+    first[-1]["wall_s"] = 1000.0  # as if the killed attempt had run 1000 s
+    log.write_text("".join(json.dumps(r) + "\n" for r in first))
+    monkeypatch.setattr(harness.rl, "train", real_train)
+    assert _train_cli(tmp_path, "length") == 0
+    wall = json.loads((run_dir / "manifest.json").read_text())["wall_s"]
+    assert 1000 <= wall < 1000 + 600  # both attempts, not only the second
+    assert main(["curve", str(run_dir), "--out", str(tmp_path / "curve.json")]) == 0
+    assert json.loads((tmp_path / "curve.json").read_text())["train_wall_s"] == wall
+
+
 def test_micro_batches_give_the_update_of_the_whole_batch(tmp_path, monkeypatch):
     from dataclasses import replace
 
