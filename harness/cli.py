@@ -83,6 +83,13 @@ def cmd_bench_decode(args: argparse.Namespace) -> None:
     bench(args)
 
 
+def cmd_bench_backward(args: argparse.Namespace) -> None:
+    """Measure peak memory of one GRPO micro-batch's backward pass, with and without activation checkpointing."""
+    from harness.bench.backward import bench
+
+    bench(args)
+
+
 def cmd_bench_judge(args: argparse.Namespace) -> None:
     """Measure judge verdicts/s: shared-prefix vs unshared vs a naive generate-per-criterion judge."""
     from harness.bench.judge import bench
@@ -354,6 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.bench.judge import add_arguments as add_judge_arguments  # light: no torch at import
 
     add_judge_arguments(p)
+    p = bench.add_parser("backward", help=cmd_bench_backward.__doc__)
+    p.set_defaults(handler=cmd_bench_backward)
+    from harness.bench.backward import add_arguments as add_backward_arguments  # light: no torch at import
+
+    add_backward_arguments(p)
     p = bench.add_parser("static", help=cmd_bench_static.__doc__)
     p.set_defaults(handler=cmd_bench_static)
     p.add_argument("--method", action="append", required=True, help="reward method (repeatable)")

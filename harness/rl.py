@@ -116,7 +116,8 @@ def _grpo_config(preset: GRPOPreset, ctx: PolicyContext, cuda: bool) -> Any:
         data_seed=ctx.seed,
         use_cpu=not cuda,
         bf16=preset.bf16 and cuda,  # use_cpu alone turns bf16 on, which is ~5x slower on this CPU
-        activation_checkpointing=cuda,  # GRPOConfig defaults it on; on CPU it only costs time
+        activation_checkpointing=cuda,  # GRPOConfig defaults it on; off on CPU, where the `cpu` runs were measured
+        # (reports/bench/backward.json: on CPU it would cut a long micro-batch's backward memory 2.5x)
         use_vllm=preset.use_vllm and cuda,
         vllm_mode="colocate",
         logging_steps=1,
