@@ -9,7 +9,6 @@ process, so its peak RSS (`ru_maxrss`) is its own; `backward_extra_gb` is that p
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import time
@@ -84,8 +83,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     """Measure every length with and without checkpointing, print a table and write the JSON report."""
     from tqdm.auto import tqdm
 
+    from harness.bench import write_report
     from harness.bench.machine import machine_info
-    from harness.store import atomic_write_text
 
     check(args)
     cells = [(length, ckpt) for length in args.lengths for ckpt in (False, True)]
@@ -104,21 +103,15 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     for r in results:
         print(f"length {r['length']:5d}  checkpointing {str(r['activation_checkpointing']):5}  "
               f"+{r['backward_extra_gb']:.2f} GB (peak {r['peak_rss_gb']:.2f})  {r['seconds']:.1f} s")  # fmt: skip
-    atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
-    print(f"wrote {args.out}", file=sys.stderr)
+    write_report(args.out, report)
     return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (`python -m harness.bench.backward`, same options as `harness bench backward`)."""
-    parser = argparse.ArgumentParser(prog="harness bench backward", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        bench(args)
-    except ValueError as exc:
-        parser.error(str(exc))
-    return 0
+    from harness.bench import cli_main
+
+    return cli_main("harness bench backward", __doc__, add_arguments, bench, argv)
 
 
 if __name__ == "__main__":

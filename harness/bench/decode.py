@@ -16,7 +16,6 @@ by wall clock and by process CPU time (with one thread, the latter is what a qui
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -272,27 +271,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     """Run the benchmark for parsed options, print a table and write the JSON report; returns the report."""
-    from harness.store import atomic_write_text
+    from harness.bench import write_report
 
     report = run(resolve_defaults(args))
     print(format_rows(report["results"]))
     roof = report["roofline"]
     print(f"bandwidth floor: {roof['bandwidth_ms_per_step']:.1f} ms/step at {roof['bandwidth_gb_s']:.1f} GB/s (read)")
-    atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
-    print(f"wrote {args.out}", file=sys.stderr)
+    write_report(args.out, report)
     return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (`python -m harness.bench.decode`, same options as `harness bench decode`)."""
-    parser = argparse.ArgumentParser(prog="harness bench decode", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        bench(args)
-    except ValueError as exc:
-        parser.error(str(exc))
-    return 0
+    from harness.bench import cli_main
+
+    return cli_main("harness bench decode", __doc__, add_arguments, bench, argv)
 
 
 if __name__ == "__main__":

@@ -287,10 +287,9 @@ _OPTIONS = ("model", "items", "baseline_criteria", "quick", "threads", "seed", "
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m harness.bench.judge [--quick] [--items N] [--baseline-criteria K] [--model SPEC] [--out PATH]`."""
-    parser = argparse.ArgumentParser(prog="harness bench judge", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    bench(parser.parse_args(argv))
-    return 0
+    from harness.bench import cli_main
+
+    return cli_main("harness bench judge", __doc__, add_arguments, bench, argv)
 
 
 if __name__ == "__main__":
