@@ -9,6 +9,7 @@ process, so its peak RSS (`ru_maxrss`) is its own; `backward_extra_gb` is that p
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import time
@@ -23,8 +24,6 @@ DEFAULT_OUT = Path("reports/bench/backward.json")
 
 def _rss_gb() -> float:
     """This process's resident set size now, in GB (Linux /proc)."""
-    import os
-
     pages = int(Path("/proc/self/statm").read_text().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE") / 1e9
 
