@@ -19,6 +19,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from harness.bench.decode import int_list  # light: no torch at import
+
 DEFAULT_OUT = Path("reports/bench/backward.json")
 
 
@@ -63,7 +65,7 @@ def measure_one(model: str, length: int, batch: int, completion: int, checkpoint
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the benchmark's options to `p` (used by `harness bench backward` and by `main`)."""
     p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--lengths", type=lambda t: [int(x) for x in t.split(",")], default=[400, 800, 1200],
+    p.add_argument("--lengths", type=int_list, default=[400, 800, 1200],
                    help="tokens per row, prompt plus completion, comma-separated (default 400,800,1200)")  # fmt: skip
     p.add_argument("--batch", type=int, default=4, help="rows per pass: the preset's micro_batch (default 4)")
     p.add_argument("--completion-tokens", type=int, default=128, help="tokens with logits per row (default 128)")
